@@ -1,0 +1,21 @@
+"""jaxtyping aliases used across dynjax.
+
+Shapes use the names `d` (state dimension), `k` (number of tangent directions),
+`m` (input dimension of a driven system) and `T` (time points or steps).
+"""
+
+from typing import Any
+
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PyTree
+
+
+State = Float[Array, " d"]
+StateLike = Float[ArrayLike, " d"]
+Input = Float[Array, " m"]
+Inputs = Float[ArrayLike, "T m"]
+Tangents = Float[Array, "d k"]
+Args = PyTree[Any]
+Params = PyTree[Any]
+RealScalarLike = float | int | Float[ArrayLike, ""] | Int[ArrayLike, ""]
+IntScalarLike = int | Int[ArrayLike, ""]
+BoolScalarLike = bool | Bool[ArrayLike, ""]

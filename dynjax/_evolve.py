@@ -1,0 +1,228 @@
+from typing import Any
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from ._custom_types import Args, Inputs, RealScalarLike, StateLike
+from ._misc import check_state, is_concrete
+from ._results import RESULTS
+from ._system import AbstractDrivenMap, AbstractFlow, AbstractMap, AbstractSystem
+
+
+class Trajectory(eqx.Module):
+    """A trajectory returned by `dynjax.trajectory`.
+
+    **Attributes:**
+
+    - `ts`: the save times (flows) or iteration indices (maps), shape `(T,)`.
+    - `xs`: the states at `ts`, shape `(T, d)`; `xs[0]` is the initial state for
+        maps and driven maps, and for flows whenever `ts[0] == t0`.
+    - `result`: a `dynjax.RESULTS` code; `successful` unless `throw=False` and
+        the integration failed or the state became non-finite.
+    - `stats`: solver statistics (for flows, diffrax's `num_steps`,
+        `num_accepted_steps`, `num_rejected_steps`, `max_steps`).
+    """
+
+    ts: Float[Array, " T"] | Int[Array, " T"]
+    xs: Float[Array, "T d"]
+    result: RESULTS
+    stats: dict[str, Any]
+
+
+def _default_controller(dtype) -> dfx.PIDController:
+    if jnp.finfo(dtype).bits >= 64:
+        return dfx.PIDController(rtol=1e-8, atol=1e-10)
+    return dfx.PIDController(rtol=1e-5, atol=1e-7)
+
+
+def _finish(ts, xs, result, stats, throw: bool) -> Trajectory:
+    nonfinite = jnp.any(~jnp.isfinite(xs))
+    result = RESULTS.where(
+        (result == RESULTS.successful) & nonfinite, RESULTS.nonfinite_state, result
+    )
+    if throw:
+        xs = result.error_if(xs, result != RESULTS.successful)
+    return Trajectory(ts=ts, xs=xs, result=result, stats=stats)
+
+
+@eqx.filter_jit
+def _flow_trajectory(
+    flow, x0, t0, t1, ts, dt0, solver, controller, max_steps, adjoint, args, throw
+):
+    term = dfx.ODETerm(lambda t, y, a: flow.vector_field(t, y, a))
+    sol = dfx.diffeqsolve(
+        term,
+        solver,
+        t0,
+        t1,
+        dt0,
+        x0,
+        args=args,
+        saveat=dfx.SaveAt(ts=ts),
+        stepsize_controller=controller,
+        max_steps=max_steps,
+        adjoint=adjoint,
+        throw=False,
+    )
+    result = RESULTS.promote(sol.result)
+    return _finish(sol.ts, sol.ys, result, sol.stats, throw)
+
+
+@eqx.filter_jit
+def _map_trajectory(system, x0, n0, n_steps, args, throw):
+    def body(x, n):
+        x_next = system.step(n, x, args)
+        return x_next, x_next
+
+    ns = n0 + jnp.arange(n_steps)
+    _, xs = jax.lax.scan(body, x0, ns)
+    xs = jnp.concatenate([x0[None], xs])
+    ts = n0 + jnp.arange(n_steps + 1)
+    return _finish(ts, xs, RESULTS.successful, {"num_steps": n_steps}, throw)
+
+
+@eqx.filter_jit
+def _driven_trajectory(system, x0, inputs, args, throw):
+    def body(x, u):
+        x_next = system.step(x, u, args)
+        return x_next, x_next
+
+    _, xs = jax.lax.scan(body, x0, inputs)
+    xs = jnp.concatenate([x0[None], xs])
+    ts = jnp.arange(inputs.shape[0] + 1)
+    return _finish(ts, xs, RESULTS.successful, {"num_steps": inputs.shape[0]}, throw)
+
+
+def trajectory(
+    system: AbstractSystem,
+    x0: StateLike,
+    *,
+    t0: RealScalarLike = 0.0,
+    t1: RealScalarLike | None = None,
+    ts: Float[Array, " T"] | None = None,
+    n_save: int = 1001,
+    dt0: RealScalarLike | None = None,
+    solver: dfx.AbstractSolver | None = None,
+    stepsize_controller: dfx.AbstractStepSizeController | None = None,
+    max_steps: int = 2**16,
+    adjoint: dfx.AbstractAdjoint | None = None,
+    n_steps: int | None = None,
+    n0: int = 0,
+    inputs: Inputs | None = None,
+    args: Args = None,
+    throw: bool = True,
+) -> Trajectory:
+    """Evolve a system from an initial state.
+
+    - **Flows** are integrated with `diffrax.diffeqsolve` from `t0` to `t1`,
+      saving at `ts` (default: `n_save` equally spaced times including both ends).
+      The default solver is `diffrax.Tsit5()` with a `PIDController` at
+      `rtol=1e-8, atol=1e-10` in float64 (`1e-5, 1e-7` in float32); pass
+      `stepsize_controller=diffrax.ConstantStepSize()` and `dt0` for fixed steps.
+    - **Maps** are iterated `n_steps` times with `jax.lax.scan`, from index `n0`.
+    - **Driven maps** are iterated over `inputs`, one row per step.
+
+    The call is compiled with `eqx.filter_jit`; it `vmap`s over initial states
+    and parameters, and is differentiable with respect to both (for flows through
+    diffrax's `adjoint`, by default recursive checkpointing).
+
+    **Arguments:**
+
+    - `system`: a dynjax flow, map or driven map.
+    - `x0`: the initial state, shape `(d,)`.
+    - `t0`, `t1`: start and end times (flows). `t1` may be omitted when `ts` is given.
+    - `ts`: save times (flows), increasing, within `[t0, t1]`.
+    - `n_save`: number of equally spaced save times when `ts` is not given.
+    - `dt0`: initial (or, with a constant step size, fixed) step size.
+    - `solver`, `stepsize_controller`, `max_steps`, `adjoint`: passed to diffrax.
+    - `n_steps`, `n0`: number of iterations and starting index (maps).
+    - `inputs`: the input sequence of shape `(T, m)` (driven maps).
+    - `args`: run-time arguments passed to the system.
+    - `throw`: if `True`, a failure raises an error; otherwise it is reported in
+        `Trajectory.result`.
+
+    **Returns:**
+
+    A `dynjax.Trajectory`.
+
+    !!! Example
+
+        ```python
+        sol = dynjax.trajectory(dynjax.systems.Lorenz(), jnp.ones(3), t1=20.0)
+        sol.xs  # (1001, 3)
+        ```
+    """
+    x0 = check_state(x0, system.d)
+    if isinstance(system, AbstractFlow):
+        if n_steps is not None or inputs is not None:
+            raise ValueError(
+                "`n_steps` and `inputs` are for maps; a flow takes `t1` (and "
+                "optionally `ts`)."
+            )
+        if ts is not None:
+            ts = jnp.asarray(ts, dtype=x0.dtype)
+            if ts.ndim != 1 or ts.shape[0] < 1:
+                raise ValueError(f"`ts` must be a non-empty 1-D array, got {ts.shape}.")
+            if t1 is None:
+                t1 = ts[-1]
+        if t1 is None:
+            raise ValueError("A flow needs an end time: pass `t1=` (or `ts=`).")
+        if is_concrete(t0) and is_concrete(t1) and not t1 > t0:
+            raise ValueError(
+                f"`t1` must be greater than `t0` (got t0={t0}, t1={t1}). To integrate "
+                "backwards in time, integrate the flow with a negated vector field."
+            )
+        t0 = jnp.asarray(t0, dtype=x0.dtype)
+        t1 = jnp.asarray(t1, dtype=x0.dtype)
+        t1 = eqx.error_if(
+            t1, t1 <= t0, "`t1` must be greater than `t0`; swap them or fix `t1`."
+        )
+        if ts is None:
+            ts = jnp.linspace(t0, t1, n_save)
+        solver = dfx.Tsit5() if solver is None else solver
+        if stepsize_controller is None:
+            stepsize_controller = _default_controller(x0.dtype)
+        if isinstance(stepsize_controller, dfx.ConstantStepSize) and dt0 is None:
+            raise ValueError(
+                "A constant step size needs `dt0=`: pass the fixed step size."
+            )
+        adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
+        return _flow_trajectory(
+            system,
+            x0,
+            t0,
+            t1,
+            ts,
+            dt0,
+            solver,
+            stepsize_controller,
+            max_steps,
+            adjoint,
+            args,
+            throw,
+        )
+    if isinstance(system, AbstractMap):
+        if n_steps is None:
+            raise ValueError("A map needs the number of iterations: pass `n_steps=`.")
+        if not isinstance(n_steps, int) or n_steps < 0:
+            raise ValueError(f"`n_steps` must be an int >= 0, got {n_steps!r}.")
+        return _map_trajectory(system, x0, n0, n_steps, args, throw)
+    if isinstance(system, AbstractDrivenMap):
+        if inputs is None:
+            raise ValueError(
+                "A driven map needs its input sequence: pass `inputs=` with shape "
+                "(T, m), one row per step (for scalar inputs use `u[:, None]`)."
+            )
+        inputs = jnp.asarray(inputs)
+        if inputs.ndim != 2:
+            raise ValueError(
+                f"`inputs` must have shape (T, m), one row per step; got shape "
+                f"{inputs.shape} (for scalar inputs use `inputs[:, None]`)."
+            )
+        return _driven_trajectory(system, x0, inputs, args, throw)
+    raise ValueError(
+        f"`system` must be a dynjax flow, map or driven map, got {type(system)}."
+    )

@@ -1,0 +1,16 @@
+from ._base import (
+    AbstractDrivenMap as AbstractDrivenMap,
+    AbstractFlow as AbstractFlow,
+    AbstractMap as AbstractMap,
+    AbstractSystem as AbstractSystem,
+)
+from ._jacobian import jacobian as jacobian
+from ._transforms import (
+    Autonomized as Autonomized,
+    autonomize as autonomize,
+    EulerMap as EulerMap,
+    euler_map as euler_map,
+    first_order as first_order,
+    FirstOrder as FirstOrder,
+)
+from ._wrappers import DrivenMap as DrivenMap, Flow as Flow, Map as Map

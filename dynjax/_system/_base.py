@@ -1,0 +1,93 @@
+import abc
+
+import equinox as eqx
+
+from .._custom_types import Args, Input, IntScalarLike, RealScalarLike, State
+
+
+class AbstractSystem(eqx.Module):
+    """Base class of everything that evolves.
+
+    The state of every dynjax system is a 1-D array of shape `(d,)`. A system
+    exposes its dimension as `d` (an `int`), or `None` when the dimension is
+    only known from the initial state passed to a verb (the plain-function
+    wrappers `dynjax.Flow`, `dynjax.Map`, `dynjax.DrivenMap` built without `d=`).
+
+    Parameters are fields of the Module, so `jax.grad`, `eqx.filter_vmap` and
+    `eqx.tree_at` act on them directly.
+
+    Subclasses are either abstract (`AbstractFlow`, `AbstractMap`,
+    `AbstractDrivenMap`) or final (`dynjax.systems.Lorenz`, ...).
+    """
+
+    d: eqx.AbstractVar[int | None]
+
+
+class AbstractFlow(AbstractSystem):
+    """A continuous-time system `dx/dt = f(t, x, args)`.
+
+    Subclasses implement `vector_field`. Trajectories are integrated with diffrax;
+    Lyapunov exponents are in natural-log units per unit time.
+    """
+
+    @abc.abstractmethod
+    def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
+        """The time derivative `dx/dt` at time `t` and state `x`.
+
+        **Arguments:**
+
+        - `t`: the time, a scalar.
+        - `x`: the state, of shape `(d,)`.
+        - `args`: optional run-time arguments, passed through by every verb.
+
+        **Returns:**
+
+        `dx/dt`, of shape `(d,)`.
+        """
+
+
+class AbstractMap(AbstractSystem):
+    """A discrete-time system `x_{n+1} = F(n, x_n, args)`.
+
+    Subclasses implement `step`. Trajectories run as a `lax.scan`; Lyapunov
+    exponents are in natural-log units per iteration.
+    """
+
+    @abc.abstractmethod
+    def step(self, n: IntScalarLike, x: State, args: Args = None) -> State:
+        """The next state `x_{n+1}` from the iteration index `n` and state `x_n`.
+
+        **Arguments:**
+
+        - `n`: the iteration index (autonomous maps ignore it).
+        - `x`: the state, of shape `(d,)`.
+        - `args`: optional run-time arguments, passed through by every verb.
+
+        **Returns:**
+
+        `x_{n+1}`, of shape `(d,)`.
+        """
+
+
+class AbstractDrivenMap(AbstractSystem):
+    """A discrete-time system driven by inputs, `x_{n+1} = F(x_n, u_n, args)`.
+
+    This is the shape of a recurrent neural network: `u_n` is the input at step
+    `n`, of shape `(m,)`. Every verb that evolves a driven map takes the input
+    sequence as `inputs=` with shape `(T, m)`.
+    """
+
+    @abc.abstractmethod
+    def step(self, x: State, u: Input, args: Args = None) -> State:
+        """The next state from the current state `x` and the input `u`.
+
+        **Arguments:**
+
+        - `x`: the state, of shape `(d,)`.
+        - `u`: the input at this step, of shape `(m,)`.
+        - `args`: optional run-time arguments, passed through by every verb.
+
+        **Returns:**
+
+        The next state, of shape `(d,)`.
+        """
