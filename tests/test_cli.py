@@ -1,0 +1,27 @@
+"""The command line: catalogue listing and the demo."""
+
+import numpy as np
+
+from dynjax._cli import main
+
+
+def test_demo_writes_figure_and_reports_equilibria(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--t1", "5"]) == 0
+    out = capsys.readouterr().out
+    png = tmp_path / "lorenz_attractor.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(png) in out
+    # Eigenvalues at the origin: -beta and (-(sigma+1) ± sqrt((sigma+1)^2 +
+    # 4 sigma (rho-1))) / 2 (Strogatz, Nonlinear Dynamics and Chaos, sec. 9.2).
+    s, r, b = 10.0, 28.0, 8.0 / 3.0
+    disc = np.sqrt((s + 1) ** 2 + 4 * s * (r - 1))
+    for value in [(-(s + 1) + disc) / 2, (-(s + 1) - disc) / 2, -b]:
+        assert f"{value:.3f}" in out
+
+
+def test_systems_lists_catalogue(capsys):
+    assert main(["systems"]) == 0
+    out = capsys.readouterr().out
+    assert "Lorenz" in out and "sigma=10, rho=28, beta=2.66667" in out
+    assert main(["systems", "Lorenz"]) == 0
+    assert "Lorenz, \"Deterministic nonperiodic flow\"" in capsys.readouterr().out

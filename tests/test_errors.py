@@ -1,0 +1,114 @@
+"""Bad input gets an error that says what to change."""
+
+import subprocess
+import sys
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dynjax
+from dynjax._cli import main
+
+
+def test_wrong_dimension_x0():
+    with pytest.raises(ValueError, match=r"dimension 2 but the system has dimension d=3"):
+        dynjax.trajectory(dynjax.systems.Lorenz(), jnp.ones(2), t1=1.0)
+    with pytest.raises(ValueError, match=r"1-D state vector"):
+        dynjax.trajectory(dynjax.systems.Lorenz(), jnp.ones((2, 3)), t1=1.0)
+    with pytest.raises(ValueError, match=r"has d=3"):
+        dynjax.jacobian(dynjax.systems.Lorenz(), jnp.ones(4))
+
+
+def test_nonfinite_x0():
+    with pytest.raises(eqx.EquinoxRuntimeError, match="non-finite"):
+        dynjax.trajectory(dynjax.systems.Lorenz(), jnp.array([1.0, jnp.nan, 0.0]), t1=1.0)
+    henon = dynjax.Map(lambda n, x, p: x, None)
+    with pytest.raises(eqx.EquinoxRuntimeError, match="non-finite"):
+        dynjax.trajectory(henon, jnp.array([jnp.inf, 0.0]), n_steps=3)
+
+
+def test_t1_before_t0():
+    with pytest.raises(ValueError, match="`t1` must be greater than `t0`"):
+        dynjax.trajectory(dynjax.systems.Lorenz(), jnp.ones(3), t0=2.0, t1=1.0)
+    # Traced times are checked when the computation runs.
+    run = eqx.filter_jit(
+        lambda t1: dynjax.trajectory(dynjax.systems.Lorenz(), jnp.ones(3), t1=t1).xs
+    )
+    with pytest.raises(eqx.EquinoxRuntimeError, match="`t1` must be greater than `t0`"):
+        run(jnp.asarray(-1.0))
+
+
+def test_flow_without_end_time_and_map_without_steps():
+    with pytest.raises(ValueError, match="pass `t1=`"):
+        dynjax.trajectory(dynjax.systems.Lorenz(), jnp.ones(3))
+    logistic = dynjax.Map(lambda n, x, r: r * x * (1 - x), 4.0)
+    with pytest.raises(ValueError, match="pass `n_steps=`"):
+        dynjax.trajectory(logistic, jnp.array([0.3]))
+    with pytest.raises(ValueError, match="constant step size needs `dt0=`"):
+        import diffrax as dfx
+
+        dynjax.trajectory(
+            dynjax.systems.Lorenz(),
+            jnp.ones(3),
+            t1=1.0,
+            stepsize_controller=dfx.ConstantStepSize(),
+        )
+
+
+def test_driven_map_needs_inputs():
+    rnn = dynjax.DrivenMap(lambda h, u, p: jnp.tanh(h + u), None)
+    with pytest.raises(ValueError, match="pass `inputs=` with shape"):
+        dynjax.trajectory(rnn, jnp.zeros(3))
+    with pytest.raises(ValueError, match=r"`inputs` must have shape \(T, m\)"):
+        dynjax.trajectory(rnn, jnp.zeros(3), inputs=jnp.zeros(10))
+    with pytest.raises(ValueError, match="pass `u=`"):
+        dynjax.jacobian(rnn, jnp.zeros(3))
+
+
+def test_diverging_map_reports_nonfinite_state():
+    # The logistic map with r = 5 sends x0 = 0.9 to -inf in a few steps.
+    logistic = dynjax.Map(lambda n, x, r: r * x * (1 - x), 5.0)
+    with pytest.raises(eqx.EquinoxRuntimeError, match="non-finite"):
+        dynjax.trajectory(logistic, jnp.array([0.9]), n_steps=40)
+    sol = dynjax.trajectory(logistic, jnp.array([0.9]), n_steps=40, throw=False)
+    assert sol.result == dynjax.RESULTS.nonfinite_state
+    assert not np.isfinite(np.asarray(sol.xs[-1])).all()
+
+
+def test_diverging_flow_fails_loudly():
+    # dx/dt = x^2 blows up at t = 1 / x0 = 1: the adaptive solver cannot pass it.
+    blowup = dynjax.Flow(lambda t, x, p: x**2, None, d=1)
+    with pytest.raises(eqx.EquinoxRuntimeError):
+        dynjax.trajectory(blowup, jnp.array([1.0]), t1=2.0)
+    sol = dynjax.trajectory(blowup, jnp.array([1.0]), t1=2.0, throw=False)
+    assert sol.result != dynjax.RESULTS.successful
+
+
+def test_transforms_reject_wrong_kind():
+    logistic = dynjax.Map(lambda n, x, r: r * x * (1 - x), 4.0)
+    with pytest.raises(ValueError, match="takes a flow"):
+        dynjax.autonomize(logistic)
+    with pytest.raises(ValueError, match="takes a flow"):
+        dynjax.euler_map(logistic, 0.1)
+    with pytest.raises(ValueError, match="positive integer"):
+        dynjax.first_order(lambda t, x, p: -x, 0)
+
+
+def test_cli_unknown_system(capsys):
+    with pytest.raises(SystemExit, match=r"unknown system 'lorentz'.*Did you mean Lorenz"):
+        main(["systems", "lorentz"])
+    with pytest.raises(SystemExit, match=r"unknown system 'nosuchthing'"):
+        main(["simulate", "nosuchthing"])
+
+
+def test_cli_unknown_system_exit_code():
+    proc = subprocess.run(
+        [sys.executable, "-m", "dynjax", "systems", "lorentz"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert "Did you mean Lorenz" in proc.stderr
