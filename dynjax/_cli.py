@@ -156,7 +156,7 @@ def _cmd_demo(ns) -> int:
     lorenz = systems.Lorenz()
     x0 = jnp.array([1.0, 1.0, 1.0])
     start = time.perf_counter()
-    sol = trajectory(lorenz, x0, t1=ns.t1, n_save=20 * int(ns.t1) + 1)
+    sol = trajectory(lorenz, x0, t1=ns.t1, n_save=100 * int(ns.t1) + 1)
     sol.xs.block_until_ready()
     elapsed = time.perf_counter() - start
     xs = np.asarray(sol.xs)
