@@ -32,3 +32,7 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportRedeclaration]
         "The iteration did not converge within the step budget: raise `max_steps`, "
         "loosen the tolerance, or give a better initial guess."
     )
+    no_crossing = (
+        "The trajectory did not cross the Poincare section (in the requested "
+        "direction) within `t_max`: raise `t_max`, or check the plane and `direction`."
+    )
