@@ -117,7 +117,7 @@ class RandomRateNetwork(AbstractFlow):
 
     **Arguments:**
 
-    - `N`: the number of units (static, `>= 1`); `d = N`.
+    - `N`: the number of units (static, `>= 1`), default 200; `d = N`.
     - `g`: the gain, default `2.0`.
     - `key`: a `jax.random` key; the same key gives the same `J`.
 
@@ -133,7 +133,7 @@ class RandomRateNetwork(AbstractFlow):
     g: Float[Array, ""] = eqx.field(converter=as_param)
     N: int = eqx.field(static=True)
 
-    def __init__(self, N: int, g=2.0, *, key: PRNGKeyArray):
+    def __init__(self, N: int = 200, g=2.0, *, key: PRNGKeyArray):
         check_size(N, "RandomRateNetwork", 1)
         self.N = N
         self.g = g
