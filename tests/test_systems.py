@@ -58,7 +58,11 @@ def _chua(p, t, x):
 def _lorenz84(p, t, x):
     X, Y, Z = x
     a, b, F, G = p["a"], p["b"], p["F"], p["G"]
-    return [-Y * Y - Z * Z - a * X + a * F, X * Y - b * X * Z - Y + G, b * X * Y + X * Z - Z]
+    return [
+        -Y * Y - Z * Z - a * X + a * F,
+        X * Y - b * X * Z - Y + G,
+        b * X * Y + X * Z - Z,
+    ]
 
 
 def _thomas(p, t, x):
@@ -75,7 +79,9 @@ def _sprott_a(p, t, x):
 def _duffing(p, t, x):
     X, V = x
     acc = (
-        -p["delta"] * V - p["alpha"] * X - p["beta"] * X**3
+        -p["delta"] * V
+        - p["alpha"] * X
+        - p["beta"] * X**3
         + p["gamma"] * math.cos(p["omega"] * t)
     )
     return [V, acc]
@@ -130,7 +136,9 @@ def _hopf(p, t, x):
 def _henon_heiles_H(p, q):
     x, y, px, py = q
     lam = p["lam"]
-    return 0.5 * (px * px + py * py) + 0.5 * (x * x + y * y) + lam * (x * x * y - y**3 / 3)
+    return (
+        0.5 * (px * px + py * py) + 0.5 * (x * x + y * y) + lam * (x * x * y - y**3 / 3)
+    )
 
 
 def _henon_heiles(p, t, q):
@@ -152,7 +160,9 @@ def _double_pendulum(p, t, x):
     th1, th2, w1, w2 = x
     m1, m2, l1, l2, g = p["m1"], p["m2"], p["l1"], p["l2"], p["g"]
     c, s = math.cos(th1 - th2), math.sin(th1 - th2)
-    M = np.array([[(m1 + m2) * l1**2, m2 * l1 * l2 * c], [m2 * l1 * l2 * c, m2 * l2**2]])
+    M = np.array(
+        [[(m1 + m2) * l1**2, m2 * l1 * l2 * c], [m2 * l1 * l2 * c, m2 * l2**2]]
+    )
     rhs = np.array(
         [
             -m2 * l1 * l2 * w2**2 * s - (m1 + m2) * g * l1 * math.sin(th1),
@@ -166,7 +176,8 @@ def _double_pendulum(p, t, x):
 def _lorenz96(p, t, x):
     N = len(x)
     return [
-        (x[(i + 1) % N] - x[(i - 2) % N]) * x[(i - 1) % N] - x[i] + p["F"] for i in range(N)
+        (x[(i + 1) % N] - x[(i - 2) % N]) * x[(i - 1) % N] - x[i] + p["F"]
+        for i in range(N)
     ]
 
 
@@ -216,7 +227,9 @@ def _cat(p, n, x):
 
 def _circle(p, n, x):
     th = x[0]
-    return [(th + p["Omega"] - p["K"] / (2 * math.pi) * math.sin(2 * math.pi * th)) % 1.0]
+    return [
+        (th + p["Omega"] - p["K"] / (2 * math.pi) * math.sin(2 * math.pi * th)) % 1.0
+    ]
 
 
 # --------------------------------------------------------------------------
@@ -263,7 +276,12 @@ CASES = [
     Case("VanDerPol", dict(mu=1.0), _vdp, 2),
     Case("FitzHughNagumo", dict(a=0.7, b=0.8, epsilon=0.08, I=0.5), _fhn, 2),
     Case("Brusselator", dict(a=1.0, b=3.0), _brusselator, 2),
-    Case("LotkaVolterra", dict(alpha=1.0, beta=1.0, gamma=1.0, delta=1.0), _lotka_volterra, 2),
+    Case(
+        "LotkaVolterra",
+        dict(alpha=1.0, beta=1.0, gamma=1.0, delta=1.0),
+        _lotka_volterra,
+        2,
+    ),
     Case("SaddleNodeNormalForm", dict(mu=1.0), _saddle_node, 2),
     Case("TranscriticalNormalForm", dict(mu=1.0), _transcritical, 2),
     Case("PitchforkNormalForm", dict(mu=1.0), _pitchfork, 2),
@@ -302,7 +320,9 @@ CASES = [
     Case("StandardMap", dict(K=0.971635), _standard, 2, kind="map"),
     Case("Ikeda", dict(u=0.9, a=1.0, k=0.4, p=6.0), _ikeda, 2, kind="map"),
     Case("CatMap", dict(), _cat, 2, kind="map", point=_unit),
-    Case("CircleMap", dict(K=1.0, Omega=0.606661063), _circle, 1, kind="map", point=_unit),
+    Case(
+        "CircleMap", dict(K=1.0, Omega=0.606661063), _circle, 1, kind="map", point=_unit
+    ),
     Case(
         "LinearMap",
         dict(A=_A4),
@@ -334,7 +354,8 @@ def _perturbed(defaults):
 
 def test_catalogue_is_complete():
     public = {
-        n for n, v in vars(S).items()
+        n
+        for n, v in vars(S).items()
         if isinstance(v, type) and issubclass(v, dynjax.AbstractSystem)
     }
     # Every public system is covered by this file (RandomRateNetwork separately).
@@ -447,10 +468,20 @@ EQUILIBRIA = {
     "Chua": _eq_chua,
     "VanDerPol": lambda p: [[0, 0]],
     "Brusselator": lambda p: [[p["a"], p["b"] / p["a"]]],
-    "LotkaVolterra": lambda p: [[0, 0], [p["gamma"] / p["delta"], p["alpha"] / p["beta"]]],
-    "SaddleNodeNormalForm": lambda p: [[math.sqrt(p["mu"]), 0], [-math.sqrt(p["mu"]), 0]],
+    "LotkaVolterra": lambda p: [
+        [0, 0],
+        [p["gamma"] / p["delta"], p["alpha"] / p["beta"]],
+    ],
+    "SaddleNodeNormalForm": lambda p: [
+        [math.sqrt(p["mu"]), 0],
+        [-math.sqrt(p["mu"]), 0],
+    ],
     "TranscriticalNormalForm": lambda p: [[0, 0], [p["mu"], 0]],
-    "PitchforkNormalForm": lambda p: [[0, 0], [math.sqrt(p["mu"]), 0], [-math.sqrt(p["mu"]), 0]],
+    "PitchforkNormalForm": lambda p: [
+        [0, 0],
+        [math.sqrt(p["mu"]), 0],
+        [-math.sqrt(p["mu"]), 0],
+    ],
     "HopfNormalForm": lambda p: [[0, 0]],
     "HenonHeiles": _eq_hh,
     "DoublePendulum": lambda p: [
@@ -558,13 +589,17 @@ def test_first_integrals_are_conserved(system, integral):
 def test_henon_heiles_energy_matches_hand_hamiltonian():
     x = _rng(6).uniform(-0.5, 0.5, size=4)
     sys_ = S.HenonHeiles(lam=0.8)
-    np.testing.assert_allclose(sys_.energy(jnp.asarray(x)), _henon_heiles_H({"lam": 0.8}, x))
+    np.testing.assert_allclose(
+        sys_.energy(jnp.asarray(x)), _henon_heiles_H({"lam": 0.8}, x)
+    )
 
 
 def test_kuramoto_order_parameter():
     theta = _rng(9).uniform(0, 2 * math.pi, size=6)
     k = S.Kuramoto(np.zeros(6), K=2.0)
-    np.testing.assert_allclose(k.order_parameter(jnp.asarray(theta)), abs(np.mean(np.exp(1j * theta))))
+    np.testing.assert_allclose(
+        k.order_parameter(jnp.asarray(theta)), abs(np.mean(np.exp(1j * theta)))
+    )
     np.testing.assert_allclose(k.order_parameter(jnp.zeros(6)), 1.0)
 
 
@@ -594,7 +629,9 @@ def test_random_rate_network_vector_field_and_equilibrium():
     net = S.RandomRateNetwork(N=9, g=1.5, key=_RRN_KEY)
     J = np.asarray(net.J)
     h = _rng(4).normal(size=9)
-    np.testing.assert_allclose(net.vector_field(0.0, jnp.asarray(h)), -h + J @ np.tanh(h), rtol=1e-12)
+    np.testing.assert_allclose(
+        net.vector_field(0.0, jnp.asarray(h)), -h + J @ np.tanh(h), rtol=1e-12
+    )
     np.testing.assert_allclose(net.equilibria(), np.zeros((1, 9)))
     np.testing.assert_allclose(net.vector_field(0.0, net.equilibria()[0]), 0.0)
     x0 = np.asarray(net.default_x0())
@@ -621,7 +658,9 @@ def test_linear_map_exact_matches_matrix_power():
     lm = S.LinearMap(_A4 / 3)
     x0 = _rng(2).normal(size=4)
     np.testing.assert_allclose(
-        lm.exact(5, jnp.asarray(x0)), np.linalg.matrix_power(_A4 / 3, 5) @ x0, rtol=1e-10
+        lm.exact(5, jnp.asarray(x0)),
+        np.linalg.matrix_power(_A4 / 3, 5) @ x0,
+        rtol=1e-10,
     )
 
 
@@ -700,8 +739,16 @@ def test_lorenz96_jit_and_other_sizes():
         (lambda: S.Kuramoto(np.array([])), "1-D array"),
         (lambda: S.RandomRateNetwork(N=0, key=_RRN_KEY), "N"),
     ],
-    ids=["linear-rect", "linear-1d", "linmap-rect", "l96-small", "l96-float",
-         "kuramoto-2d", "kuramoto-empty", "rrn-zero"],
+    ids=[
+        "linear-rect",
+        "linear-1d",
+        "linmap-rect",
+        "l96-small",
+        "l96-float",
+        "kuramoto-2d",
+        "kuramoto-empty",
+        "rrn-zero",
+    ],
 )
 def test_bad_constructions_raise(build, match):
     with pytest.raises(ValueError, match=match):
@@ -711,3 +758,39 @@ def test_bad_constructions_raise(build, match):
 def test_random_rate_network_needs_key():
     with pytest.raises(TypeError):
         S.RandomRateNetwork(N=5)
+
+
+def test_integer_matrices_become_float_parameters():
+    lin = S.Linear(np.array([[0, 1], [-1, 0]]))
+    assert jnp.issubdtype(lin.A.dtype, jnp.floating)
+    g = jax.grad(lambda s: s.vector_field(0.0, jnp.array([1.0, 2.0]))[0])(lin)
+    np.testing.assert_allclose(g.A, [[1.0, 2.0], [0.0, 0.0]])
+    assert jnp.issubdtype(S.Kuramoto(np.array([1, 2])).omega.dtype, jnp.floating)
+
+
+# --------------------------------------------------------------------------
+# Through `dynjax.trajectory`: analytic solutions of catalogue systems.
+# --------------------------------------------------------------------------
+
+
+def test_hopf_trajectory_matches_analytic_radius():
+    # r' = mu r - beta r^3 has r(t)^2 = mu / (beta + (mu / r0^2 - beta) exp(-2 mu t)),
+    # and theta(t) = theta0 + omega t.
+    mu, omega, beta, r0 = 0.8, 1.7, 2.0, 0.1
+    hopf = S.HopfNormalForm(mu=mu, omega=omega, beta=beta)
+    ts = jnp.linspace(0.0, 6.0, 7)
+    sol = dynjax.trajectory(hopf, jnp.array([r0, 0.0]), t1=6.0, ts=ts)
+    t = np.asarray(ts)
+    r = np.sqrt(mu / (beta + (mu / r0**2 - beta) * np.exp(-2 * mu * t)))
+    expected = np.stack([r * np.cos(omega * t), r * np.sin(omega * t)], axis=1)
+    np.testing.assert_allclose(sol.xs, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_henon_map_trajectory_follows_hand_iteration():
+    sol = dynjax.trajectory(S.Henon(), jnp.array([0.1, 0.2]), n_steps=20)
+    x = [0.1, 0.2]
+    expected = [x]
+    for _ in range(20):
+        x = _henon(dict(a=1.4, b=0.3), 0, x)
+        expected.append(x)
+    np.testing.assert_allclose(sol.xs, np.asarray(expected), rtol=1e-10, atol=1e-12)

@@ -197,7 +197,11 @@ class Chua(AbstractFlow):
         q = jnp.sqrt(jnp.asarray(8.0 / 3.0, dtype=self.alpha.dtype))
         zero = jnp.zeros_like(q)
         return jnp.stack(
-            [jnp.stack([zero, zero, zero]), jnp.stack([q, zero, -q]), jnp.stack([-q, zero, q])]
+            [
+                jnp.stack([zero, zero, zero]),
+                jnp.stack([q, zero, -q]),
+                jnp.stack([-q, zero, q]),
+            ]
         )
 
     def default_x0(self) -> State:

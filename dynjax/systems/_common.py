@@ -31,3 +31,12 @@ def check_size(N, name: str, minimum: int) -> None:
             f"`{name}` needs `N` to be a Python int >= {minimum}, got {N!r}. "
             "Pass the number of units as an int (it fixes the state dimension d = N)."
         )
+
+
+def as_inexact(x) -> Array:
+    """`x` as a JAX array, integers promoted to the default float (so it can be
+    differentiated)."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        x = x.astype(jnp.result_type(float))
+    return x

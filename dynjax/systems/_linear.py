@@ -6,7 +6,7 @@ from jaxtyping import Array, Float
 from .._custom_types import Args, IntScalarLike, RealScalarLike, State
 from .._misc import as_param
 from .._system import AbstractFlow, AbstractMap
-from ._common import check_square
+from ._common import as_inexact, check_square
 
 
 class Linear(AbstractFlow):
@@ -35,7 +35,7 @@ class Linear(AbstractFlow):
 
     def __init__(self, A):
         check_square(A, "Linear")
-        self.A = A
+        self.A = as_inexact(A)
         self.d = jnp.shape(A)[0]
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
@@ -75,7 +75,7 @@ class LinearMap(AbstractMap):
 
     def __init__(self, A):
         check_square(A, "LinearMap")
-        self.A = A
+        self.A = as_inexact(A)
         self.d = jnp.shape(A)[0]
 
     def step(self, n: IntScalarLike, x: State, args: Args = None) -> State:

@@ -39,8 +39,11 @@ class Henon(AbstractMap):
         """
         disc = (1 - self.b) ** 2 + 4 * self.a
         bad = (disc < 0) | (self.a == 0)
-        disc = guard(disc, bad, "Henon: closed-form fixed points need a != 0 and "
-                     "(1 - b)^2 + 4a >= 0.")
+        disc = guard(
+            disc,
+            bad,
+            "Henon: closed-form fixed points need a != 0 and (1 - b)^2 + 4a >= 0.",
+        )
         xs = (-(1 - self.b) + jnp.array([1.0, -1.0]) * jnp.sqrt(disc)) / (2 * self.a)
         return jnp.stack([xs, self.b * xs], axis=1)
 
@@ -189,7 +192,9 @@ class Ikeda(AbstractMap):
         x_, y = x
         tau = self.k - self.p / (1 + x_**2 + y**2)
         c, s = jnp.cos(tau), jnp.sin(tau)
-        return jnp.stack([self.a + self.u * (x_ * c - y * s), self.u * (x_ * s + y * c)])
+        return jnp.stack(
+            [self.a + self.u * (x_ * c - y * s), self.u * (x_ * s + y * c)]
+        )
 
     def default_x0(self) -> State:
         """`(0.1, 0.1)`."""

@@ -55,11 +55,19 @@ class HenonHeiles(AbstractFlow):
 
     def equilibria(self) -> Float[Array, "4 4"]:
         """The origin and the three saddles (rows). Raises if `lam = 0`."""
-        lam = guard(self.lam, self.lam == 0, "HenonHeiles: for lam = 0 the origin "
-                    "is the only equilibrium.")
+        lam = guard(
+            self.lam,
+            self.lam == 0,
+            "HenonHeiles: for lam = 0 the origin is the only equilibrium.",
+        )
         zero = jnp.zeros_like(lam)
         s = jnp.sqrt(jnp.asarray(3.0, dtype=lam.dtype)) / (2 * lam)
-        rows = [(zero, zero), (zero, 1 / lam), (s, -1 / (2 * lam)), (-s, -1 / (2 * lam))]
+        rows = [
+            (zero, zero),
+            (zero, 1 / lam),
+            (s, -1 / (2 * lam)),
+            (-s, -1 / (2 * lam)),
+        ]
         return jnp.stack([jnp.stack([a, b, zero, zero]) for a, b in rows])
 
     def default_x0(self) -> State:
@@ -124,8 +132,10 @@ class DoublePendulum(AbstractFlow):
         pi = jnp.asarray(jnp.pi, dtype=self.g.dtype)
         zero = jnp.zeros_like(pi)
         return jnp.stack(
-            [jnp.stack([a, b, zero, zero]) for a, b in
-             [(zero, zero), (zero, pi), (pi, zero), (pi, pi)]]
+            [
+                jnp.stack([a, b, zero, zero])
+                for a, b in [(zero, zero), (zero, pi), (pi, zero), (pi, pi)]
+            ]
         )
 
     def default_x0(self) -> State:

@@ -6,7 +6,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._custom_types import Args, RealScalarLike, State
 from .._misc import as_param
 from .._system import AbstractFlow
-from ._common import check_size
+from ._common import as_inexact, check_size
 
 
 class Lorenz96(AbstractFlow):
@@ -83,7 +83,7 @@ class Kuramoto(AbstractFlow):
                 f"Kuramoto needs `omega`, the natural frequencies, as a 1-D array of "
                 f"shape (N,) with N >= 1, got shape {shape}."
             )
-        self.omega = omega
+        self.omega = as_inexact(omega)
         self.K = K
         self.N = shape[0]
 

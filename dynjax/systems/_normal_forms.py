@@ -42,8 +42,12 @@ class SaddleNodeNormalForm(AbstractFlow):
 
     def equilibria(self) -> Float[Array, "2 2"]:
         """`(sqrt(mu), 0)` and `(-sqrt(mu), 0)`. Raises at run time if `mu < 0`."""
-        mu = guard(self.mu, self.mu < 0, "SaddleNodeNormalForm: no equilibria for "
-                   "mu < 0 (they appear at the fold mu = 0).")
+        mu = guard(
+            self.mu,
+            self.mu < 0,
+            "SaddleNodeNormalForm: no equilibria for "
+            "mu < 0 (they appear at the fold mu = 0).",
+        )
         r = jnp.sqrt(mu)
         return jnp.stack([jnp.stack([r, 0 * r]), jnp.stack([-r, 0 * r])])
 
@@ -111,8 +115,12 @@ class PitchforkNormalForm(AbstractFlow):
 
         Raises at run time if `mu < 0` (then only the origin exists).
         """
-        mu = guard(self.mu, self.mu < 0, "PitchforkNormalForm: for mu < 0 the origin "
-                   "is the only equilibrium; (±sqrt(mu), 0) needs mu >= 0.")
+        mu = guard(
+            self.mu,
+            self.mu < 0,
+            "PitchforkNormalForm: for mu < 0 the origin "
+            "is the only equilibrium; (±sqrt(mu), 0) needs mu >= 0.",
+        )
         r = jnp.sqrt(mu)
         zero = 0 * r
         return jnp.stack(

@@ -190,8 +190,11 @@ class LotkaVolterra(AbstractFlow):
         Raises at run time if `beta` or `delta` is zero.
         """
         bad = (self.beta == 0) | (self.delta == 0)
-        beta = guard(self.beta, bad, "LotkaVolterra: no coexistence equilibrium "
-                     "when beta or delta is zero.")
+        beta = guard(
+            self.beta,
+            bad,
+            "LotkaVolterra: no coexistence equilibrium when beta or delta is zero.",
+        )
         coexist = jnp.stack([self.gamma / self.delta, self.alpha / beta])
         return jnp.stack([jnp.zeros_like(coexist), coexist])
 
@@ -199,7 +202,9 @@ class LotkaVolterra(AbstractFlow):
         """The first integral `delta x - gamma log x + beta y - alpha log y`."""
         x_, y = x
         return (
-            self.delta * x_ - self.gamma * jnp.log(x_) + self.beta * y
+            self.delta * x_
+            - self.gamma * jnp.log(x_)
+            + self.beta * y
             - self.alpha * jnp.log(y)
         )
 
