@@ -25,6 +25,35 @@ from ._system import (
 # --- Lyapunov engine (issue 4) ---
 
 # --- Local analysis (issue 5) ---
+from ._equilibria import (
+    check_lyapunov_function as check_lyapunov_function,
+    Equilibria as Equilibria,
+    find_equilibria as find_equilibria,
+    learn_lyapunov_function as learn_lyapunov_function,
+    LearnedLyapunov as LearnedLyapunov,
+    linear_flow as linear_flow,
+    linear_modes as linear_modes,
+    LinearModes as LinearModes,
+    Linearization as Linearization,
+    linearize as linearize,
+    LyapunovCheck as LyapunovCheck,
+    LyapunovNetwork as LyapunovNetwork,
+    Manifold as Manifold,
+    max_learning_rate as max_learning_rate,
+    max_stable_step as max_stable_step,
+    MaxStableStep as MaxStableStep,
+    Stability as Stability,
+    stable_manifold as stable_manifold,
+    unstable_manifold as unstable_manifold,
+)
+from ._periodic import (
+    find_periodic_orbit as find_periodic_orbit,
+    PeriodicOrbit as PeriodicOrbit,
+    poincare_map as poincare_map,
+    poincare_section as poincare_section,
+    PoincareMap as PoincareMap,
+    PoincareSection as PoincareSection,
+)
 
 
 __version__ = importlib.metadata.version("dynjax")
