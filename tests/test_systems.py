@@ -794,3 +794,13 @@ def test_henon_map_trajectory_follows_hand_iteration():
         x = _henon(dict(a=1.4, b=0.3), 0, x)
         expected.append(x)
     np.testing.assert_allclose(sol.xs, np.asarray(expected), rtol=1e-10, atol=1e-12)
+
+
+def test_chua_defaults_give_a_bounded_double_scroll():
+    # The documented regime: the orbit from default_x0 stays bounded and keeps
+    # switching between the two scrolls around (±sqrt(8/3), 0, ∓sqrt(8/3)).
+    chua = S.Chua()
+    sol = dynjax.trajectory(chua, chua.default_x0(), t1=200.0, n_save=2001)
+    x = np.asarray(sol.xs[200:, 0])
+    assert np.all(np.abs(np.asarray(sol.xs)) < 10)
+    assert np.sum(np.diff(np.sign(x)) != 0) >= 10
