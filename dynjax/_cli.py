@@ -126,7 +126,10 @@ def _cmd_simulate(ns) -> int:
         sol = trajectory(system, x0, t1=ns.t1, n_save=ns.points)
     else:
         sol = trajectory(system, x0, n_steps=ns.points - 1)
-    print(f"{cls.__name__}: {sol.xs.shape[0]} states, final state {sol.xs[-1]}")
+    import numpy as np
+
+    final = np.array2string(np.asarray(sol.xs[-1]), precision=6)
+    print(f"{cls.__name__}: {sol.xs.shape[0]} states, final state {final}")
     os.makedirs(os.path.dirname(os.path.abspath(ns.out)), exist_ok=True)
     ax = plot.attractor(sol, dims=(0, min(1, sol.xs.shape[1] - 1)))
     ax.set_title(cls.__name__)

@@ -25,3 +25,16 @@ def test_systems_lists_catalogue(capsys):
     assert "Lorenz" in out and "sigma=10, rho=28, beta=2.66667" in out
     assert main(["systems", "Lorenz"]) == 0
     assert "Lorenz, \"Deterministic nonperiodic flow\"" in capsys.readouterr().out
+
+
+def test_simulate_map_writes_figure_and_final_state(tmp_path, capsys):
+    out = tmp_path / "henon.png"
+    assert main(["simulate", "henon", "--points", "21", "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    import dynjax
+
+    x = np.asarray(dynjax.systems.Henon().default_x0(), dtype=float)
+    for _ in range(20):  # Henon (1976): x' = 1 - a x^2 + y, y' = b x
+        x = np.array([1 - 1.4 * x[0] ** 2 + x[1], 0.3 * x[0]])
+    printed = capsys.readouterr().out
+    assert f"Henon: 21 states, final state {np.array2string(x, precision=6)}" in printed
