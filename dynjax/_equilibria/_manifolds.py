@@ -41,7 +41,7 @@ def _grow(flow, x_star, unstable, t_end, n_points, eps, args, solver, controller
     J = jax.jacfwd(lambda x: flow.vector_field(0.0, x, args))(x_star)
     lam, V = jnp.linalg.eig(J)
     re = jnp.real(lam)
-    mask = re > 0 if unstable else re < 0
+    mask = jnp.where(unstable, re > 0, re < 0)
     count = jnp.sum(mask)
     idx = jnp.argmax(jnp.where(mask, jnp.abs(re), -jnp.inf))
     eigenvalue = re[idx]
@@ -53,10 +53,11 @@ def _grow(flow, x_star, unstable, t_end, n_points, eps, args, solver, controller
         x_star,
         ~real_and_simple,
         "The requested manifold is not one-dimensional: this point does not have "
-        "exactly one real " + ("unstable" if unstable else "stable") + " eigenvalue "
-        "(check `dynjax.linearize(system, x_star)`). Only 1-D manifolds are grown.",
+        "exactly one real eigenvalue of the requested kind (Re > 0 for "
+        "`unstable_manifold`, Re < 0 for `stable_manifold`; check "
+        "`dynjax.linearize(system, x_star)`). Only 1-D manifolds are grown.",
     )
-    sign = 1.0 if unstable else -1.0
+    sign = jnp.where(unstable, 1.0, -1.0)
     ts = sign * jnp.linspace(0.0, t_end, n_points)
     term = dfx.ODETerm(lambda t, y, a: flow.vector_field(t, y, a))
 
@@ -98,7 +99,7 @@ def _manifold(flow, x_star, unstable, t_end, n_points, eps, args, solver,
         else:
             stepsize_controller = dfx.PIDController(rtol=1e-6, atol=1e-8)
     return _grow(
-        flow, x_star, unstable, jnp.asarray(t_end, x_star.dtype), n_points,
+        flow, x_star, jnp.asarray(unstable), jnp.asarray(t_end, x_star.dtype), n_points,
         jnp.asarray(eps, x_star.dtype), args, solver, stepsize_controller, max_steps,
         throw,
     )
