@@ -23,6 +23,19 @@ from ._system import (
 )
 
 # --- Lyapunov engine (issue 4) ---
+from ._lyapunov import (
+    covariant_lyapunov_vectors as covariant_lyapunov_vectors,
+    CovariantLyapunovVectors as CovariantLyapunovVectors,
+    finite_time_lyapunov as finite_time_lyapunov,
+    FiniteTimeLyapunov as FiniteTimeLyapunov,
+    kaplan_yorke_dimension as kaplan_yorke_dimension,
+    ks_entropy as ks_entropy,
+    lyapunov_spectrum as lyapunov_spectrum,
+    LyapunovInterrupted as LyapunovInterrupted,
+    LyapunovResult as LyapunovResult,
+    LyapunovState as LyapunovState,
+    max_lyapunov as max_lyapunov,
+)
 
 # --- Local analysis (issue 5) ---
 from ._equilibria import (

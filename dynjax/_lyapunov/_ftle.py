@@ -1,0 +1,162 @@
+"""Finite-time Lyapunov exponents over consecutive windows."""
+
+from typing import Literal
+
+import diffrax as dfx
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._custom_types import Args, Inputs, StateLike
+from .._results import RESULTS
+from .._system import AbstractFlow, AbstractSystem
+from ._spectrum import _plan, _run, LyapunovState
+
+
+class FiniteTimeLyapunov(eqx.Module):
+    """The result of `dynjax.finite_time_lyapunov`.
+
+    **Attributes:**
+
+    - `exponents`: shape `(n_windows, k)`, the exponents over each window of
+        length `tau`. Column `i` follows the `i`-th Gram-Schmidt direction (the
+        `i`-th exponent once the tangents are aligned); rows are not sorted, since
+        sorting each window would bias the window average upwards.
+    - `times`: the accumulated time at the end of each window, shape `(n_windows,)`.
+    - `tau`: the window length actually used (a whole number of steps).
+    - `state`: a `dynjax.LyapunovState`, to continue (`lyapunov_spectrum(...,
+        state=)`).
+    - `result`: a `dynjax.RESULTS` code.
+    """
+
+    exponents: Float[Array, "n k"]
+    times: Float[Array, " n"]
+    tau: Float[Array, ""]
+    state: LyapunovState
+    result: RESULTS
+
+
+@eqx.filter_jit
+def _ftle(plan, args, windows, blocks_per_window, throw):
+    state, _, times, code, (log_r, _) = _run(
+        plan.tangent,
+        plan.initial_state(),
+        plan.dt,
+        plan.inputs,
+        args,
+        n_transient=plan.n_transient,
+        n_warmup=plan.n_warmup,
+        interval=plan.interval,
+        n_blocks=plan.n_blocks,
+        remainder=0,
+        method=plan.method,
+    )
+    tau = plan.dt * (blocks_per_window * plan.interval)
+    sums = log_r.reshape(windows, blocks_per_window, -1).sum(axis=1)
+    exponents = sums / tau / plan.log_base
+    if throw:
+        exponents = code.error_if(exponents, code != RESULTS.successful)
+    return FiniteTimeLyapunov(
+        exponents=exponents,
+        times=times[blocks_per_window - 1 :: blocks_per_window],
+        tau=tau,
+        state=state,
+        result=code,
+    )
+
+
+def finite_time_lyapunov(
+    system: AbstractSystem,
+    x0: StateLike,
+    *,
+    tau: float | int,
+    n_windows: int,
+    k: int | None = None,
+    dt: float | None = None,
+    interval: int | None = None,
+    transient: float | int | None = None,
+    tangent_warmup: int | None = None,
+    inputs: Inputs | None = None,
+    args: Args = None,
+    base: Literal["e"] | float = "e",
+    solver: dfx.AbstractSolver | None = None,
+    state: LyapunovState | None = None,
+    key: PRNGKeyArray | None = None,
+    method: Literal["jacobian", "matrix-free"] | None = None,
+    throw: bool = True,
+) -> FiniteTimeLyapunov:
+    r"""Finite-time Lyapunov exponents over `n_windows` consecutive windows.
+
+    After the transient and the tangent warm-up (so that the tangent block is
+    aligned with the leading Oseledets subspace), the QR log-sums of
+    `dynjax.lyapunov_spectrum` are summed window by window:
+
+    $$\lambda_i^{(w)} = \frac{1}{\tau} \sum_{\text{blocks in window } w} \log R_{ii}.$$
+
+    Their distribution over windows measures the fluctuations of the local
+    expansion rates (its mean over windows is the Lyapunov exponent); the
+    variance decays like `1/tau` for hyperbolic chaos.
+
+    **Gradients.** Short windows keep `jax.grad` well behaved even for chaotic
+    systems: the derivative of an exponent over one window grows at most like
+    `exp(lambda_1 tau)`, not `exp(lambda_1 T)` for the whole run. Differentiating
+    the mean (or a penalty) of finite-time exponents over short windows is the
+    usable way to shape Lyapunov exponents by gradient descent, e.g. gradient
+    flossing (Engelken 2023), which pushes the leading finite-time exponents of
+    an RNN towards zero during training.
+
+    **Arguments:**
+
+    - `tau`: the window length: a time for flows (rounded to a whole number of
+        `interval * dt`), a number of iterations for maps (a multiple of
+        `interval`).
+    - `n_windows`: the number of windows.
+    - All other arguments as for `dynjax.lyapunov_spectrum`. For a driven map,
+        `inputs` must have `transient + tangent_warmup * interval + n_windows *
+        tau` rows.
+
+    **Returns:**
+
+    A `dynjax.FiniteTimeLyapunov`.
+
+    **References:**
+
+    R. Engelken, "Gradient flossing: improving gradient descent through dynamic
+    control of Jacobians", NeurIPS (2023). H. D. I. Abarbanel, R. Brown,
+    M. B. Kennel, "Variation of Lyapunov exponents on a strange attractor",
+    J. Nonlinear Sci. 1, 175-199 (1991).
+    """
+    if isinstance(n_windows, bool) or not isinstance(n_windows, int) or n_windows < 1:
+        raise ValueError(f"`n_windows` must be an int >= 1, got {n_windows!r}.")
+    is_flow = isinstance(system, AbstractFlow)
+    step = (0.01 if dt is None else float(dt)) if is_flow else 1
+    interval_ = interval if interval is not None else (10 if is_flow else 1)
+    if not isinstance(interval_, int) or interval_ < 1:
+        raise ValueError(f"`interval` must be an int >= 1, got {interval_!r}.")
+    if not (tau > 0):
+        raise ValueError(f"`tau` must be positive, got {tau}.")
+    window_steps = round(float(tau) / step)
+    blocks = round(window_steps / interval_)
+    if blocks < 1 or (not is_flow and window_steps != blocks * interval_):
+        raise ValueError(
+            f"`tau={tau}` must be a positive multiple of `interval` "
+            f"({interval_} steps)."
+        )
+    plan = _plan(
+        system,
+        x0,
+        k=k,
+        dt=dt,
+        n_steps=n_windows * blocks * interval_,
+        t_total=None,
+        interval=interval_,
+        transient=transient,
+        tangent_warmup=tangent_warmup,
+        inputs=inputs,
+        base=base,
+        solver=solver,
+        state=state,
+        key=key,
+        method=method,
+    )
+    return _ftle(plan, args, n_windows, blocks, throw)

@@ -1,0 +1,201 @@
+"""Tangent dynamics: a system together with its linearization along an orbit.
+
+Each wrapper holds the original system (wrap, don't subclass) and exposes one
+step of the state (`step`), one step of the state together with a `(d, k)` block
+of tangent vectors (`tangent_step`), and the dense Jacobian of one step
+(`step_jacobian`). For flows a "step" is one fixed step `dt` of a Runge-Kutta
+scheme, and its tangent is the same scheme applied to the variational equation
+`dV/dt = Df(t, x) V` (the two coincide for Runge-Kutta methods).
+
+Tangents are propagated matrix-free: `jax.jvp` vmapped over the k columns, so
+the primal is evaluated once and every linear layer of the system acts on the
+k columns together (one matrix-matrix product), at a cost proportional to k.
+"""
+
+import abc
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._custom_types import State, Tangents
+from .._system import AbstractDrivenMap, AbstractFlow, AbstractMap, AbstractSystem
+
+
+def jvp_columns(fn, x: State, V: Tangents) -> tuple[State, Tangents]:
+    """`fn(x)` and `Dfn(x) @ V` without forming `Dfn(x)`.
+
+    `jax.jvp` is vmapped over the columns of `V` with the primal unbatched, so the
+    primal is evaluated once.
+    """
+    return jax.vmap(
+        lambda v: jax.jvp(fn, (x,), (v,)), in_axes=1, out_axes=(None, 1)
+    )(V)
+
+
+class AbstractTangentSystem(eqx.Module):
+    """A system plus its linearization, one step at a time."""
+
+    @abc.abstractmethod
+    def step(self, time, x, u, dt, args):
+        """One step of the state; returns the next state."""
+
+    @abc.abstractmethod
+    def tangent_step(self, time, x, V, u, dt, args):
+        """One step of state and tangents; returns `(x_next, V_next)`."""
+
+    @abc.abstractmethod
+    def next_time(self, time, dt):
+        """The time (or index) after one step."""
+
+    def step_jacobian(self, time, x, u, dt, args):
+        """The dense `d x d` Jacobian of one step at `x`."""
+        return jax.jacfwd(lambda y: self.step(time, y, u, dt, args))(x)
+
+
+class TangentFlow(AbstractTangentSystem):
+    """A flow stepped with a fixed step: built-in RK4 or a diffrax solver."""
+
+    flow: AbstractFlow
+    solver: dfx.AbstractSolver | None
+
+    def next_time(self, time, dt):
+        return time + dt
+
+    def _f(self, t, x, args):
+        return self.flow.vector_field(t, x, args)
+
+    def _fV(self, t, x, V, args):
+        return jvp_columns(lambda y: self._f(t, y, args), x, V)
+
+    def step(self, time, x, u, dt, args):
+        del u
+        if self.solver is None:
+            h = 0.5 * dt
+            k1 = self._f(time, x, args)
+            k2 = self._f(time + h, x + h * k1, args)
+            k3 = self._f(time + h, x + h * k2, args)
+            k4 = self._f(time + dt, x + dt * k3, args)
+            return x + (dt / 6) * (k1 + 2 * (k2 + k3) + k4)
+        term = dfx.ODETerm(lambda t, y, a: self._f(t, y, a))
+        return self._solver_step(term, time, x, dt, args)
+
+    def tangent_step(self, time, x, V, u, dt, args):
+        del u
+        if self.solver is None:
+            h = 0.5 * dt
+            k1, K1 = self._fV(time, x, V, args)
+            k2, K2 = self._fV(time + h, x + h * k1, V + h * K1, args)
+            k3, K3 = self._fV(time + h, x + h * k2, V + h * K2, args)
+            k4, K4 = self._fV(time + dt, x + dt * k3, V + dt * K3, args)
+            x = x + (dt / 6) * (k1 + 2 * (k2 + k3) + k4)
+            V = V + (dt / 6) * (K1 + 2 * (K2 + K3) + K4)
+            return x, V
+        term = dfx.ODETerm(lambda t, y, a: self._fV(t, y[0], y[1], a))
+        return self._solver_step(term, time, (x, V), dt, args)
+
+    def _solver_step(self, term, t, y, dt, args):
+        # A fresh solver state every step: a cached first-same-as-last stage would
+        # be stale after a re-orthonormalization of the tangents.
+        solver = self.solver
+        assert solver is not None
+        state = solver.init(term, t, t + dt, y, args)
+        y, _, _, _, _ = solver.step(term, t, t + dt, y, args, state, made_jump=False)
+        return y
+
+
+class TangentMap(AbstractTangentSystem):
+    """A map with its linearization `V_{n+1} = DF(n, x_n) V_n`."""
+
+    map: AbstractMap
+
+    def next_time(self, time, dt):
+        return time + 1
+
+    def step(self, time, x, u, dt, args):
+        return self.map.step(time, x, args)
+
+    def tangent_step(self, time, x, V, u, dt, args):
+        return jvp_columns(lambda z: self.map.step(time, z, args), x, V)
+
+
+class TangentDrivenMap(AbstractTangentSystem):
+    """A driven map with its linearization `V_{n+1} = D_x F(x_n, u_n) V_n`."""
+
+    map: AbstractDrivenMap
+
+    def next_time(self, time, dt):
+        return time + 1
+
+    def step(self, time, x, u, dt, args):
+        return self.map.step(x, u, args)
+
+    def tangent_step(self, time, x, V, u, dt, args):
+        return jvp_columns(lambda z: self.map.step(z, u, args), x, V)
+
+
+def tangent_system(
+    system: AbstractSystem, solver: dfx.AbstractSolver | None
+) -> AbstractTangentSystem:
+    """Wrap a system in its tangent dynamics (`solver` only for flows)."""
+    if isinstance(system, AbstractFlow):
+        return TangentFlow(system, solver)
+    if isinstance(system, AbstractMap):
+        return TangentMap(system)
+    if isinstance(system, AbstractDrivenMap):
+        return TangentDrivenMap(system)
+    raise ValueError(
+        f"`system` must be a dynjax flow, map or driven map, got {type(system)}."
+    )
+
+
+# Block drivers: `n` steps inside one `lax.scan`.
+
+
+def state_block(tangent: AbstractTangentSystem, time, x, us, n: int, dt, args):
+    """Advance the state alone `n` steps; returns `(time, x)`."""
+
+    def body(carry, u):
+        t, y = carry
+        return (tangent.next_time(t, dt), tangent.step(t, y, u, dt, args)), None
+
+    return jax.lax.scan(body, (time, x), us, length=n)[0]
+
+
+def tangent_block(tangent: AbstractTangentSystem, time, x, V, us, n: int, dt, args):
+    """Advance state and tangents `n` steps; returns `(time, x, V)`."""
+
+    def body(carry, u):
+        t, y, W = carry
+        y, W = tangent.tangent_step(t, y, W, u, dt, args)
+        return (tangent.next_time(t, dt), y, W), None
+
+    return jax.lax.scan(body, (time, x, V), us, length=n)[0]
+
+
+def trajectory_and_jacobians(
+    tangent: AbstractTangentSystem, time, x, us, n: int, dt, args
+):
+    """The state after `n` steps and the `n` one-step Jacobians along the way.
+
+    The orbit is a cheap sequential scan of the state alone; the Jacobians then
+    depend only on the stored states, so they are computed for all steps at once
+    (vectorized over time), which keeps the sequential part of a Lyapunov run
+    small for low-dimensional systems.
+    """
+
+    def body(carry, u):
+        t, y = carry
+        return (tangent.next_time(t, dt), tangent.step(t, y, u, dt, args)), (t, y)
+
+    (time, x), (ts, xs) = jax.lax.scan(body, (time, x), us, length=n)
+    if us is None:
+        jacs = jax.vmap(lambda t, y: tangent.step_jacobian(t, y, None, dt, args))(
+            ts, xs
+        )
+    else:
+        jacs = jax.vmap(lambda t, y, u: tangent.step_jacobian(t, y, u, dt, args))(
+            ts, xs, us
+        )
+    return time, x, jacs
