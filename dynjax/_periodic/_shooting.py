@@ -86,11 +86,15 @@ def _find_orbit(
         return _flow_map(flow, x, T / m, args, solver, controller, ode_max_steps)[0]
 
     # Initial multiple-shooting nodes: the guessed trajectory at T k / m.
-    def advance(x, _):
-        y = segment(x, period_guess)
-        return y, x
+    if m == 1:
+        nodes = x0[None]
+    else:
 
-    _, nodes = jax.lax.scan(advance, x0, None, length=m)
+        def advance(x, _):
+            y = segment(x, period_guess)
+            return y, x
+
+        _, nodes = jax.lax.scan(advance, x0, None, length=m)
     y0 = jnp.concatenate([nodes.reshape(-1), jnp.reshape(period_guess, (1,))])
 
     def residual(y, _):
@@ -105,8 +109,14 @@ def _find_orbit(
     X = sol.value[:-1].reshape(m, d)
     x_star = X[0]
     T = sol.value[-1]
-    end, ode_result = _flow_map(flow, x_star, T, args, solver, controller, ode_max_steps)
-    res = jnp.max(jnp.abs(end - x_star))
+    ts = jnp.linspace(0.0, T, n_save)
+    term = dfx.ODETerm(lambda t, y, a: flow.vector_field(t, y, a))
+    orbit_sol = dfx.diffeqsolve(
+        term, solver, 0.0, T, None, x_star, args=args, saveat=dfx.SaveAt(ts=ts),
+        stepsize_controller=controller, max_steps=ode_max_steps, throw=False,
+    )
+    xs, ode_result = orbit_sol.ys, orbit_sol.result
+    res = jnp.max(jnp.abs(xs[-1] - x_star))
     M = jax.jacfwd(
         lambda x: _flow_map(flow, x, T, args, solver, controller, ode_max_steps)[0]
     )(x_star)
@@ -117,21 +127,15 @@ def _find_orbit(
     scale = 1.0 + jnp.max(jnp.abs(x_star))
     ok = (
         (sol.result == optx.RESULTS.successful)
-        & (T > 0)
+        & (T > 1e-6 * period_guess)  # not the trivial solution T = 0
         & jnp.isfinite(res)
         & (speed > 1e-6 * scale)  # not collapsed onto an equilibrium
     )
     result = RESULTS.where(ok, RESULTS.successful, RESULTS.not_converged)
     ode_result = RESULTS.promote(ode_result)
     result = RESULTS.where(ode_result == RESULTS.successful, result, ode_result)
-    ts = jnp.linspace(0.0, T, n_save)
-    term = dfx.ODETerm(lambda t, y, a: flow.vector_field(t, y, a))
-    xs = dfx.diffeqsolve(
-        term, solver, 0.0, T, None, x_star, args=args, saveat=dfx.SaveAt(ts=ts),
-        stepsize_controller=controller, max_steps=ode_max_steps, throw=False,
-    ).ys
-    if throw:
-        x_star = result.error_if(x_star, result != RESULTS.successful)
+    # `throw` is traced, so both settings share one compilation.
+    x_star = result.error_if(x_star, throw & (result != RESULTS.successful))
     return PeriodicOrbit(
         x0=x_star,
         period=T,
@@ -218,6 +222,8 @@ def find_periodic_orbit(
         )
     if not isinstance(n_segments, int) or n_segments < 1:
         raise ValueError(f"`n_segments` must be a positive int, got {n_segments!r}.")
+    if not isinstance(n_save, int) or n_save < 2:
+        raise ValueError(f"`n_save` must be an int >= 2, got {n_save!r}.")
     x0 = check_state(x0, flow.d)
     if isinstance(period_guess, (int, float)) and not period_guess > 0:
         raise ValueError(f"`period_guess` must be positive, got {period_guess}.")
@@ -234,5 +240,5 @@ def find_periodic_orbit(
         root_finder = optx.Newton(rtol=rtol, atol=atol)
     return _find_orbit(
         flow, x0, period_guess, n_segments, args, solver, root_finder,
-        stepsize_controller, ode_max_steps, max_steps, n_save, throw,
+        stepsize_controller, ode_max_steps, max_steps, n_save, jnp.asarray(throw),
     )

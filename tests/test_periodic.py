@@ -1,0 +1,180 @@
+"""Periodic orbits (shooting, Floquet multipliers) and Poincare sections/maps.
+
+References: the van der Pol mu=1 period 6.663286859 (e.g. Strogatz, Nonlinear
+Dynamics and Chaos, Sec. 7.5, numerically; M. Urabe, J. Sci. Hiroshima Univ. A
+24 (1960)), Liouville's formula for the product of Floquet multipliers
+(integrated here independently with scipy), the Hopf normal form's closed-form
+cycle r = sqrt(mu / beta), period 2 pi / omega and multiplier exp(-2 mu T).
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+
+import dynjax
+from dynjax import RESULTS
+from dynjax.systems import Henon, HopfNormalForm, Rossler, VanDerPol
+
+
+@pytest.fixture(scope="module")
+def vdp_orbit():
+    return dynjax.find_periodic_orbit(VanDerPol(mu=1.0), jnp.array([2.0, 0.0]), 6.5)
+
+
+def test_van_der_pol_period_and_floquet(vdp_orbit):
+    orbit = vdp_orbit
+    assert orbit.result == RESULTS.successful
+    assert abs(float(orbit.period) - 6.6633) < 1e-3
+    assert abs(float(orbit.period) - 6.663286859) < 1e-6
+    mu = np.asarray(orbit.multipliers)
+    trivial = mu[int(orbit.trivial_index)]
+    assert abs(trivial - 1.0) < 1e-6
+    # Liouville: product of multipliers = exp(int_0^T tr J dt), tr J = mu (1 - x^2).
+    def rhs(t, z):
+        x, y, _ = z
+        return [y, (1 - x * x) * y - x, 1 - x * x]
+
+    sol = solve_ivp(rhs, (0, float(orbit.period)), [*np.asarray(orbit.x0), 0.0],
+                    method="DOP853", rtol=1e-12, atol=1e-12)
+    expected = np.exp(sol.y[2, -1])
+    nontrivial = np.asarray(orbit.nontrivial_multipliers)
+    assert nontrivial.shape == (1,)
+    assert abs(nontrivial[0] - expected) < 1e-4
+    assert bool(orbit.is_stable)
+    # the orbit closes, and the saved samples lie on it
+    np.testing.assert_allclose(orbit.xs[-1], orbit.xs[0], atol=1e-8)
+
+
+def test_multiple_shooting_agrees(vdp_orbit):
+    orbit = dynjax.find_periodic_orbit(
+        VanDerPol(mu=1.0), jnp.array([2.0, 0.0]), 6.5, n_segments=4
+    )
+    np.testing.assert_allclose(orbit.period, vdp_orbit.period, rtol=1e-9)
+    np.testing.assert_allclose(orbit.x0, vdp_orbit.x0, atol=1e-8)
+
+
+def test_hopf_limit_cycle_radius():
+    mu, omega, beta = 0.5, 2.0, 2.0
+    hopf = HopfNormalForm(mu=mu, omega=omega, beta=beta)
+    orbit = dynjax.find_periodic_orbit(hopf, jnp.array([0.3, 0.1]), 3.0)
+    radii = np.linalg.norm(np.asarray(orbit.xs), axis=1)
+    np.testing.assert_allclose(radii, np.sqrt(mu / beta), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(orbit.period, 2 * np.pi / omega, rtol=1e-8)
+    # r' = mu r - beta r^3 linearized at r*: -2 mu; multiplier exp(-2 mu T)
+    nontrivial = np.asarray(orbit.nontrivial_multipliers)
+    np.testing.assert_allclose(nontrivial, np.exp(-2 * mu * 2 * np.pi / omega), rtol=1e-6)
+
+
+def test_periodic_orbit_errors():
+    with pytest.raises(ValueError, match="takes a flow"):
+        dynjax.find_periodic_orbit(Henon(), jnp.zeros(2), 1.0)
+    with pytest.raises(ValueError, match="positive"):
+        dynjax.find_periodic_orbit(VanDerPol(), jnp.array([2.0, 0.0]), -1.0)
+    with pytest.raises(ValueError, match="dimension"):
+        dynjax.find_periodic_orbit(VanDerPol(), jnp.zeros(3), 6.0)
+    with pytest.raises(ValueError, match="n_segments"):
+        dynjax.find_periodic_orbit(VanDerPol(), jnp.array([2.0, 0.0]), 6.0, n_segments=0)
+    # For mu < 0 the Hopf normal form has no cycle (the origin is a stable focus):
+    # shooting fails and says so.
+    hopf = HopfNormalForm(mu=-0.5, omega=2.0, beta=2.0)
+    orbit = dynjax.find_periodic_orbit(hopf, jnp.array([0.3, 0.1]), 3.0, throw=False)
+    assert orbit.result == RESULTS.not_converged
+    with pytest.raises(eqx.EquinoxRuntimeError, match="did not converge"):
+        dynjax.find_periodic_orbit(hopf, jnp.array([0.3, 0.1]), 3.0)
+
+
+# ------------------------------------------------------------------ Poincare (acc. 7)
+
+_PLANE = (jnp.array([0.0, 1.0, 0.0]), 0.0)  # y = 0, crossed with dy/dt = x < 0
+
+
+@pytest.fixture(scope="module")
+def rossler_section():
+    rossler = Rossler()
+    return dynjax.poincare_section(rossler, rossler.default_x0(), _PLANE, 260,
+                                   direction=-1)
+
+
+def test_rossler_section_on_plane_and_single_humped(rossler_section):
+    sec = rossler_section
+    assert sec.result == RESULTS.successful
+    pts = np.asarray(sec.points)
+    np.testing.assert_allclose(pts[:, 1], 0.0, atol=1e-9)
+    assert np.all(pts[:, 0] < 0)  # downward crossings of y = 0 have dy/dt = x < 0
+    r = -pts[20:, 0]  # distance from the z-axis, after the transient
+    a, b = r[:-1], r[1:]
+    order = np.argsort(a)
+    a, b = a[order], b[order]
+    k = np.argmax(b)
+    # one hump: the return map rises up to its maximum and falls after it
+    assert 5 < k < len(a) - 5
+    assert np.all(np.diff(b[: k + 1]) > -1e-3)
+    assert np.all(np.diff(b[k:]) < 1e-3)
+    # and it is a (thin) function of r: nearby r_n give nearby r_{n+1}
+    assert np.max(np.abs(np.diff(b)) / np.maximum(np.diff(a), 1e-3)) < 20
+    np.testing.assert_allclose(np.diff(np.asarray(sec.times)), np.asarray(sec.return_times)[1:],
+                               rtol=1e-12)
+
+
+def test_hopf_section_return_time_exact():
+    hopf = HopfNormalForm(mu=1.0, omega=3.0, beta=4.0)
+    sec = dynjax.poincare_section(hopf, jnp.array([0.5, 0.0]), (jnp.array([0.0, 1.0]), 0.0),
+                                  5, direction=1)
+    # on the cycle r = 1/2, upward crossings of y = 0 happen at (1/2, 0) every 2 pi / 3
+    np.testing.assert_allclose(sec.points, [[0.5, 0.0]] * 5, atol=1e-9)
+    np.testing.assert_allclose(sec.return_times, 2 * np.pi / 3, rtol=1e-9)
+
+
+def test_poincare_map_fixed_point_is_the_periodic_orbit(rossler_section):
+    rossler = Rossler()
+    P = dynjax.poincare_map(rossler, _PLANE, direction=-1)
+    # guess: where the return map crosses the diagonal
+    pts = np.asarray(rossler_section.points)[20:]
+    r = -pts[:, 0]
+    i = np.argmin(np.abs(r[1:] - r[:-1]))
+    fp = dynjax.find_equilibria(P, jnp.asarray(pts[i])[None])
+    assert int(fp.count) == 1
+    p = jnp.asarray(fp.unique[0])
+    T, Pp, _ = eqx.filter_jit(P.crossing)(p)
+    np.testing.assert_allclose(Pp, p, atol=1e-9)
+    orbit = dynjax.find_periodic_orbit(rossler, p, T)
+    np.testing.assert_allclose(orbit.x0, p, atol=1e-6)
+    np.testing.assert_allclose(orbit.period, T, rtol=1e-7)
+
+    # The Jacobian of P (forward mode through the event) matches finite
+    # differences, and its eigenvalues are the orbit's nontrivial Floquet
+    # multipliers plus a 0 (P flattens the direction off the plane).
+    J = jax.jit(jax.jacfwd(lambda x: P.step(0, x)))(p)
+    step = jax.jit(jax.vmap(lambda x: P.step(0, x)))
+    e = 1e-6
+    E = e * np.eye(3)
+    fd = (np.asarray(step(p + E)) - np.asarray(step(p - E))).T / (2 * e)
+    np.testing.assert_allclose(J, fd, rtol=1e-5, atol=1e-6)
+    mu_map = np.sort(np.abs(np.linalg.eigvals(np.asarray(J))))
+    mu_orbit = np.sort(np.abs(np.asarray(orbit.nontrivial_multipliers)))
+    np.testing.assert_allclose(mu_map[-1], mu_orbit[-1], rtol=1e-5)
+    assert mu_orbit[-1] > 1  # the period-1 orbit inside the chaotic attractor is unstable
+    assert mu_map[0] < 1e-8 and mu_map[1] < 1e-8 and mu_orbit[0] < 1e-8
+
+
+def test_poincare_errors():
+    rossler = Rossler()
+    with pytest.raises(ValueError, match="normal"):
+        dynjax.poincare_section(rossler, rossler.default_x0(), (jnp.ones(2), 0.0), 3)
+    with pytest.raises(ValueError, match="pair"):
+        dynjax.poincare_section(rossler, rossler.default_x0(), jnp.ones(3), 3)
+    with pytest.raises(ValueError, match="direction"):
+        dynjax.poincare_section(rossler, rossler.default_x0(), _PLANE, 3, direction=2)
+    with pytest.raises(ValueError, match="n_crossings"):
+        dynjax.poincare_section(rossler, rossler.default_x0(), _PLANE, 0)
+    with pytest.raises(ValueError, match="flow"):
+        dynjax.poincare_map(Henon(), (jnp.ones(2), 0.0))
+    far = (jnp.array([0.0, 1.0, 0.0]), 1e3)  # never reached
+    sec = dynjax.poincare_section(rossler, rossler.default_x0(), far, 2, t_max=20.0,
+                                  throw=False)
+    assert sec.result == RESULTS.no_crossing
+    with pytest.raises(eqx.EquinoxRuntimeError, match="did not cross"):
+        dynjax.poincare_section(rossler, rossler.default_x0(), far, 2, t_max=20.0)
