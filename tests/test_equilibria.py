@@ -430,3 +430,40 @@ def test_manifold_errors():
         dynjax.unstable_manifold(Henon(), jnp.zeros(2))
     with pytest.raises(ValueError, match="n_points"):
         dynjax.unstable_manifold(Lorenz(), jnp.zeros(3), n_points=1)
+
+
+# ------------------------------------------------------------------ phase portrait
+
+
+def test_phase_portrait_marks_classes_and_nullclines():
+    import matplotlib
+    import matplotlib.contour
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pend = dynjax.Flow(
+        lambda t, x, b: jnp.stack([x[1], -jnp.sin(x[0]) - b * x[1]]), 0.3, d=2
+    )
+    eq = np.array([[0.0, 0.0], [np.pi, 0.0], [-np.pi, 0.0]])
+    ax = dynjax.plot.phase_portrait(pend, (-4, 4), (-3, 3), equilibria=eq, n_grid=21)
+    labels = ax.get_legend_handles_labels()[1]
+    assert "stable focus" in labels and "saddle" in labels
+    markers = [ln for ln in ax.lines if ln.get_marker() in ("o", "X")]
+    xy = sorted(tuple(np.round(np.ravel(ln.get_xydata()), 6)) for ln in markers)
+    assert xy == sorted(tuple(np.round(e, 6)) for e in eq)
+    # the y' = 0 nullcline of the pendulum is y = -sin(x) / b: check a contour vertex
+    contours = [c for c in ax.collections if isinstance(c, matplotlib.contour.ContourSet)]
+    assert len(contours) == 2
+    x_null, y_null = [
+        np.concatenate([p.vertices for p in c.get_paths() if len(p.vertices)])
+        for c in contours
+    ]
+    np.testing.assert_allclose(x_null[:, 1], 0.0, atol=1e-9)  # x' = y = 0
+    # y' = -sin(x) - b y vanishes on the contour, up to linear interpolation
+    # (error ~ spacing^2 / 8 * |f''| ~ 0.2^2 / 8)
+    assert np.max(np.abs(np.sin(y_null[:, 0]) + 0.3 * y_null[:, 1])) < 1e-2
+    assert len(y_null) > 20
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="planar"):
+        dynjax.plot.phase_portrait(Lorenz(), (-1, 1), (-1, 1))
