@@ -684,7 +684,9 @@ def lyapunov_spectrum(
     the computation runs where the data lives, with no change to this code:
 
     ```python
-    mesh = jax.make_mesh((jax.device_count(),), ("p",))
+    mesh = jax.make_mesh(
+        (jax.device_count(),), ("p",), axis_types=(jax.sharding.AxisType.Auto,)
+    )
     rhos = jax.device_put(rhos, NamedSharding(mesh, PartitionSpec("p")))
     spectra = eqx.filter_jit(eqx.filter_vmap(
         lambda rho: dynjax.lyapunov_spectrum(Lorenz(rho=rho), x0).exponents
