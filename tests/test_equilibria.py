@@ -467,3 +467,34 @@ def test_phase_portrait_marks_classes_and_nullclines():
     plt.close(ax.figure)
     with pytest.raises(ValueError, match="planar"):
         dynjax.plot.phase_portrait(Lorenz(), (-1, 1), (-1, 1))
+
+
+# ------------------------------------------------------- gradients and float32
+
+
+def test_equilibrium_gradient_implicit():
+    # d x_+ / d rho for C+ = sqrt(beta (rho - 1)): beta / (2 sqrt(beta (rho - 1)))
+    g = jnp.array([[8.0, 8.0, 26.0]])
+
+    def x_plus(rho):
+        return dynjax.find_equilibria(Lorenz(rho=rho), g).points[0, 0]
+
+    beta = 8.0 / 3.0
+    np.testing.assert_allclose(
+        jax.grad(x_plus)(28.0), beta / (2 * np.sqrt(beta * 27.0)), rtol=1e-8
+    )
+
+
+def test_float32_runs_and_warns():
+    with jax.enable_x64(False):
+        guesses = jax.random.uniform(
+            jax.random.key(0), (100, 3), jnp.float32, minval=-30, maxval=30
+        )
+        with pytest.warns(UserWarning, match="float32"):
+            eq = dynjax.find_equilibria(Lorenz(), guesses)
+        assert eq.points.dtype == jnp.float32
+        assert int(eq.count) == 3
+        c = np.sqrt(8.0 / 3.0 * 27.0)
+        found = eq.unique[np.argsort(eq.unique[:, 0])]
+        np.testing.assert_allclose(found, [[-c, -c, 27], [0, 0, 0], [c, c, 27]],
+                                   rtol=1e-5, atol=1e-5)

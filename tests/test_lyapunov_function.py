@@ -86,7 +86,8 @@ def test_learn_lyapunov_damped_pendulum():
     lim = 3.0
     region = (-lim * jnp.ones(2), lim * jnp.ones(2))
     learned = dynjax.learn_lyapunov_function(
-        pend, jnp.zeros(2), region, key=jax.random.key(0), steps=1000, grid_size=151
+        pend, jnp.zeros(2), region, key=jax.random.key(0), width=16, steps=600,
+        n_train=512, grid_size=151,
     )
     assert bool(learned.certified)
     assert float(learned.losses[-100:].mean()) < float(learned.losses[:10].mean())

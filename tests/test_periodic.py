@@ -126,6 +126,12 @@ def test_hopf_section_return_time_exact():
     # on the cycle r = 1/2, upward crossings of y = 0 happen at (1/2, 0) every 2 pi / 3
     np.testing.assert_allclose(sec.points, [[0.5, 0.0]] * 5, atol=1e-9)
     np.testing.assert_allclose(sec.return_times, 2 * np.pi / 3, rtol=1e-9)
+    # Starting off the plane, on the side above it and heading down (angle 2 on the
+    # cycle): the first upward crossing is at angle 2 pi, after (2 pi - 2) / omega.
+    x0 = 0.5 * jnp.array([np.cos(2.0), np.sin(2.0)])
+    sec = dynjax.poincare_section(hopf, x0, (jnp.array([0.0, 1.0]), 0.0), 5, direction=1)
+    np.testing.assert_allclose(sec.times[0], (2 * np.pi - 2.0) / 3, rtol=1e-9)
+    np.testing.assert_allclose(sec.points, [[0.5, 0.0]] * 5, atol=1e-9)
 
 
 def test_poincare_map_fixed_point_is_the_periodic_orbit(rossler_section):
@@ -144,15 +150,10 @@ def test_poincare_map_fixed_point_is_the_periodic_orbit(rossler_section):
     np.testing.assert_allclose(orbit.x0, p, atol=1e-6)
     np.testing.assert_allclose(orbit.period, T, rtol=1e-7)
 
-    # The Jacobian of P (forward mode through the event) matches finite
-    # differences, and its eigenvalues are the orbit's nontrivial Floquet
-    # multipliers plus a 0 (P flattens the direction off the plane).
+    # The Jacobian of P (forward mode through the event time) has as
+    # eigenvalues the orbit's nontrivial Floquet multipliers (from the monodromy
+    # matrix of the flow) plus a 0 (P flattens the direction off the plane).
     J = jax.jit(jax.jacfwd(lambda x: P.step(0, x)))(p)
-    step = jax.jit(jax.vmap(lambda x: P.step(0, x)))
-    e = 1e-6
-    E = e * np.eye(3)
-    fd = (np.asarray(step(p + E)) - np.asarray(step(p - E))).T / (2 * e)
-    np.testing.assert_allclose(J, fd, rtol=1e-5, atol=1e-6)
     mu_map = np.sort(np.abs(np.linalg.eigvals(np.asarray(J))))
     mu_orbit = np.sort(np.abs(np.asarray(orbit.nontrivial_multipliers)))
     np.testing.assert_allclose(mu_map[-1], mu_orbit[-1], rtol=1e-5)
@@ -172,9 +173,38 @@ def test_poincare_errors():
         dynjax.poincare_section(rossler, rossler.default_x0(), _PLANE, 0)
     with pytest.raises(ValueError, match="flow"):
         dynjax.poincare_map(Henon(), (jnp.ones(2), 0.0))
-    far = (jnp.array([0.0, 1.0, 0.0]), 1e3)  # never reached
-    sec = dynjax.poincare_section(rossler, rossler.default_x0(), far, 2, t_max=20.0,
-                                  throw=False)
+    # A plane the attractor never reaches (same static configuration as the
+    # fixture above, so no recompilation).
+    far = (jnp.array([0.0, 1.0, 0.0]), 1e3)
+    sec = dynjax.poincare_section(rossler, rossler.default_x0(), far, 260, t_max=20.0,
+                                  direction=-1, throw=False)
     assert sec.result == RESULTS.no_crossing
     with pytest.raises(eqx.EquinoxRuntimeError, match="did not cross"):
-        dynjax.poincare_section(rossler, rossler.default_x0(), far, 2, t_max=20.0)
+        dynjax.poincare_section(rossler, rossler.default_x0(), far, 260, t_max=20.0,
+                                direction=-1)
+
+
+@pytest.mark.slow
+def test_period_derivative_forward_mode():
+    # dT/dmu of the van der Pol cycle through the shooting solve (implicit
+    # function theorem) against central finite differences of the solve itself.
+    def period(mu):
+        return dynjax.find_periodic_orbit(
+            VanDerPol(mu=mu), jnp.array([2.0, 0.0]), 6.5
+        ).period
+
+    _, dT = jax.jvp(period, (1.0,), (1.0,))
+    e = 1e-5
+    fd = (period(1.0 + e) - period(1.0 - e)) / (2 * e)
+    np.testing.assert_allclose(dT, fd, rtol=1e-5)
+
+
+def test_poincare_section_float32_warns():
+    with jax.enable_x64(False):
+        hopf = HopfNormalForm(mu=1.0, omega=3.0, beta=4.0)
+        with pytest.warns(UserWarning, match="float32"):
+            sec = dynjax.poincare_section(hopf, jnp.array([0.5, 0.0], jnp.float32),
+                                          (jnp.array([0.0, 1.0]), 0.0), 3)
+        assert sec.points.dtype == jnp.float32
+        np.testing.assert_allclose(sec.points, [[0.5, 0.0]] * 3, atol=1e-4)
+        np.testing.assert_allclose(sec.return_times, 2 * np.pi / 3, rtol=1e-4)

@@ -178,8 +178,8 @@ def find_equilibria(
     period: int = 1,
     t: RealScalarLike = 0.0,
     args: Args = None,
-    rtol: float = 1e-10,
-    atol: float = 1e-10,
+    rtol: float | None = None,
+    atol: float | None = None,
     max_steps: int = 100,
     solver: optx.AbstractRootFinder | None = None,
     linear_solver: lx.AbstractLinearSolver | None = None,
@@ -217,7 +217,8 @@ def find_equilibria(
     - `period`: for maps, look for points of period `p` (`F^p(x) = x`).
     - `t`: time (flows) or iteration index (maps) at which `f`/`F` is evaluated.
     - `args`: run-time arguments passed to the system.
-    - `rtol`, `atol`: Newton's tolerances (ignored when `solver` is given).
+    - `rtol`, `atol`: Newton's tolerances (ignored when `solver` is given);
+        default `1e-10` in float64, `1e-4` in float32.
     - `max_steps`: the Newton iteration budget per guess.
     - `solver`: any `optimistix.AbstractRootFinder` (default `optimistix.Newton`).
     - `linear_solver`: the lineax solver inside Newton (default: dense LU).
@@ -267,8 +268,11 @@ def find_equilibria(
         jnp.any(~jnp.isfinite(guesses)),
         "`guesses` contain non-finite values (NaN or inf); pass finite guesses.",
     )
-    if guesses.dtype == jnp.float32:
+    double = jnp.finfo(guesses.dtype).bits >= 64
+    if not double:
         warn_if_float32("find_equilibria")
+    rtol = (1e-10 if double else 1e-4) if rtol is None else rtol
+    atol = (1e-10 if double else 1e-4) if atol is None else atol
     matrix_free = linear_solver is not None and not isinstance(
         linear_solver, (lx.LU, lx.QR, lx.SVD, lx.AutoLinearSolver, lx.Cholesky)
     )

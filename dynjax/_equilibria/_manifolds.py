@@ -90,8 +90,11 @@ def _manifold(flow, x_star, unstable, t_end, n_points, eps, args, solver,
     if isinstance(t_end, (int, float)) and not t_end > 0:
         raise ValueError(f"`t_end` must be positive, got {t_end}.")
     x_star = check_state(x_star, flow.d, "x_star")
-    if x_star.dtype == jnp.float32:
+    double = jnp.finfo(x_star.dtype).bits >= 64
+    if not double:
         warn_if_float32("the invariant manifold")
+    if eps is None:
+        eps = (1e-7 if double else 1e-3) * (1.0 + jnp.max(jnp.abs(x_star)))
     solver = dfx.Tsit5() if solver is None else solver
     if stepsize_controller is None:
         if jnp.finfo(x_star.dtype).bits >= 64:
@@ -119,7 +122,8 @@ _DOC = r"""The one-dimensional {kind} manifold of a saddle of a flow.
     - `x_star`: a saddle (an equilibrium with exactly one real {kind} eigenvalue).
     - `t_end`: integration time of each branch.
     - `n_points`: points saved per branch (equally spaced in time).
-    - `eps`: initial offset along the eigenvector.
+    - `eps`: initial offset along the eigenvector (default
+        `1e-7 (1 + max|x*|)` in float64, `1e-3 (1 + max|x*|)` in float32).
     - `args`, `solver`, `stepsize_controller`, `max_steps`: the diffrax integration
         (default `Tsit5`, `PIDController(rtol=1e-11, atol=1e-13)` in float64).
     - `throw`: raise on integration failure (otherwise reported in `result`).
@@ -141,7 +145,7 @@ def unstable_manifold(
     *,
     t_end: RealScalarLike = 10.0,
     n_points: int = 1001,
-    eps: float = 1e-7,
+    eps: float | None = None,
     args: Args = None,
     solver: dfx.AbstractSolver | None = None,
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
@@ -158,7 +162,7 @@ def stable_manifold(
     *,
     t_end: RealScalarLike = 10.0,
     n_points: int = 1001,
-    eps: float = 1e-7,
+    eps: float | None = None,
     args: Args = None,
     solver: dfx.AbstractSolver | None = None,
     stepsize_controller: dfx.AbstractStepSizeController | None = None,

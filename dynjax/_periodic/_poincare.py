@@ -17,18 +17,23 @@ _DIRECTIONS = {1: True, -1: False, 0: None}
 def _next_crossing(flow, x, t0, normal, offset, direction, t_max, args, solver,
                    controller, max_steps):
     """Integrate from `(t0, x)` to the next crossing of `normal . x = offset`."""
-    s0 = jnp.sign(jnp.dot(normal, flow.vector_field(t0, x, args)))
+    tol = 1e-12 if jnp.finfo(x.dtype).bits >= 64 else 1e-5
+    # The event value at the start: the side of the plane `x` is on; if `x` is on
+    # the plane (as after a crossing, up to the root finder's residual), the side
+    # the flow is heading to, so that leaving the plane does not count as a crossing.
+    side = jnp.dot(normal, x) - offset
+    on_plane = jnp.abs(side) <= 1e3 * tol * (1 + jnp.abs(offset) + jnp.max(jnp.abs(x)))
+    heading = jnp.sign(jnp.dot(normal, flow.vector_field(t0, x, args)))
+    s0 = jnp.where(on_plane, heading, jnp.sign(side))
     s0 = jnp.where(s0 == 0, 1.0, s0)
 
     def cond_fn(t, y, args, **kwargs):
-        # At the start (often exactly on the plane, just after the previous crossing)
-        # report the side the flow is heading to, so leaving the plane is no event.
         value = jnp.dot(normal, y) - offset
         return jnp.where(t == kwargs["t0"], s0, value)
 
     event = dfx.Event(
         cond_fn,
-        root_finder=optx.Newton(rtol=1e-12, atol=1e-12),
+        root_finder=optx.Newton(rtol=tol, atol=tol),
         direction=_DIRECTIONS[direction],
     )
     term = dfx.ODETerm(lambda t, y, a: flow.vector_field(t, y, a))
@@ -128,8 +133,8 @@ def _section(flow, x0, t0, normal, offset, n, direction, t_max, args, solver,
     (_, _, result), (times, points, returns) = jax.lax.scan(
         body, (t0, x0, RESULTS.successful), None, length=n
     )
-    if throw:
-        points = result.error_if(points, result != RESULTS.successful)
+    # `throw` is traced, so both settings share one compilation.
+    points = result.error_if(points, throw & (result != RESULTS.successful))
     return PoincareSection(
         points=points, times=times, return_times=returns, result=result
     )
@@ -203,7 +208,7 @@ def poincare_section(
     t_max = jnp.asarray(t_max, dtype=x0.dtype)
     return _section(
         flow, x0, t0, normal.astype(x0.dtype), offset.astype(x0.dtype), n_crossings,
-        direction, t_max, args, solver, controller, max_steps, throw,
+        direction, t_max, args, solver, controller, max_steps, jnp.asarray(throw),
     )
 
 

@@ -114,6 +114,7 @@ def _find_orbit(
     orbit_sol = dfx.diffeqsolve(
         term, solver, 0.0, T, None, x_star, args=args, saveat=dfx.SaveAt(ts=ts),
         stepsize_controller=controller, max_steps=ode_max_steps, throw=False,
+        adjoint=dfx.ForwardMode(),
     )
     xs, ode_result = orbit_sol.ys, orbit_sol.result
     res = jnp.max(jnp.abs(xs[-1] - x_star))
@@ -156,8 +157,8 @@ def find_periodic_orbit(
     *,
     n_segments: int = 1,
     args: Args = None,
-    rtol: float = 1e-9,
-    atol: float = 1e-9,
+    rtol: float | None = None,
+    atol: float | None = None,
     max_steps: int = 50,
     root_finder: optx.AbstractRootFinder | None = None,
     solver: dfx.AbstractSolver | None = None,
@@ -190,7 +191,8 @@ def find_periodic_orbit(
     - `period_guess`: a guess of the period.
     - `n_segments`: the number of shooting segments (1: single shooting).
     - `args`: run-time arguments.
-    - `rtol`, `atol`: Newton tolerances (when `root_finder` is not given).
+    - `rtol`, `atol`: Newton tolerances (when `root_finder` is not given);
+        default `1e-9` in float64, `1e-4` in float32.
     - `max_steps`: Newton iteration budget.
     - `root_finder`: any `optimistix.AbstractRootFinder`.
     - `solver`, `stepsize_controller`, `ode_max_steps`: the diffrax integration
@@ -228,8 +230,11 @@ def find_periodic_orbit(
     if isinstance(period_guess, (int, float)) and not period_guess > 0:
         raise ValueError(f"`period_guess` must be positive, got {period_guess}.")
     period_guess = jnp.asarray(period_guess, dtype=x0.dtype)
-    if x0.dtype == jnp.float32:
+    double = jnp.finfo(x0.dtype).bits >= 64
+    if not double:
         warn_if_float32("find_periodic_orbit")
+    rtol = (1e-9 if double else 1e-4) if rtol is None else rtol
+    atol = (1e-9 if double else 1e-4) if atol is None else atol
     solver = dfx.Tsit5() if solver is None else solver
     if stepsize_controller is None:
         if jnp.finfo(x0.dtype).bits >= 64:
