@@ -178,14 +178,97 @@ def _cmd_demo(ns) -> int:
         eig = eig[np.argsort(-eig.real)]
         print(f"  {np.array2string(point, precision=3)}: {np.round(eig, 3)}")
 
+    figures = []
     fig, ax = plt.subplots(figsize=(5, 4))
     plot.attractor(sol, dims=(0, 2), ax=ax)
     ax.set_title("Lorenz attractor")
-    path = os.path.join(out, "lorenz_attractor.png")
+    figures.append(_save(fig, out, "lorenz_attractor.png"))
+
+    figures += _demo_lyapunov(lorenz, xs[-1], out, ns.t_lyapunov)
+    figures += _demo_phase_portrait(out)
+    print("\nfigures:")
+    for path in figures:
+        print(f"  {path}")
+    return 0
+
+
+def _save(fig, out: str, name: str) -> str:
+    import matplotlib.pyplot as plt
+
+    path = os.path.join(out, name)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
-    print(f"\nfigure: {path}")
-    return 0
+    return path
+
+
+def _demo_lyapunov(lorenz, x0, out: str, t_total: float) -> list[str]:
+    import jax.numpy as jnp
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from . import plot
+    from ._lyapunov import kaplan_yorke_dimension, ks_entropy, lyapunov_spectrum
+
+    print(f"\nLyapunov spectrum (Benettin QR, RK4 dt = 0.01, T = {t_total:g}):")
+    start = time.perf_counter()
+    spectrum = lyapunov_spectrum(lorenz, jnp.asarray(x0), dt=0.01, t_total=t_total)
+    exponents = np.asarray(spectrum.exponents)
+    elapsed = time.perf_counter() - start
+    reference = np.array([0.9056, 0.0, -14.5723])  # Sprott (2003), Table A.1
+    print(f"  exponents  {np.array2string(exponents, precision=4)}")
+    print(f"  reference  {np.array2string(reference, precision=4)} (Sprott 2003)")
+    print(
+        f"  sum {exponents.sum():.4f} (exact: -(sigma + 1 + beta) = "
+        f"{-(10 + 1 + 8 / 3):.4f}), Kaplan-Yorke dimension "
+        f"{float(kaplan_yorke_dimension(exponents)):.4f}, KS entropy "
+        f"{float(ks_entropy(exponents)):.4f} nats per unit time"
+    )
+    print(f"  {elapsed:.2f} s including compilation")
+    fig, ax = plt.subplots(figsize=(5, 4))
+    plot.lyapunov_convergence(spectrum, ax=ax)
+    ax.set_title("Lorenz: convergence of the Lyapunov spectrum")
+    return [_save(fig, out, "lorenz_lyapunov.png")]
+
+
+def _demo_phase_portrait(out: str) -> list[str]:
+    import jax.numpy as jnp
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from . import plot, systems
+    from ._equilibria import find_equilibria, linearize
+    from ._periodic import find_periodic_orbit
+
+    vdp = systems.VanDerPol(mu=1.0)
+    print("\nVan der Pol oscillator (mu = 1): equilibria, limit cycle, phase portrait")
+    guesses = jnp.stack(jnp.meshgrid(jnp.linspace(-3, 3, 5), jnp.linspace(-3, 3, 5)))
+    found = find_equilibria(vdp, guesses.reshape(2, -1).T)
+    points = found.unique
+    for point in points:
+        lin = linearize(vdp, jnp.asarray(point))
+        print(
+            f"  equilibrium {np.array2string(point, precision=3)}: "
+            f"{lin.stability_name}, eigenvalues "
+            f"{np.round(np.asarray(lin.eigenvalues), 4)}"
+        )
+    orbit = find_periodic_orbit(vdp, jnp.array([2.0, 0.0]), 6.5)
+    multipliers = np.abs(np.asarray(orbit.multipliers))
+    print(
+        f"  limit cycle: period {float(orbit.period):.4f} (Van der Pol, mu = 1: "
+        f"6.6633), Floquet multipliers |m| = {np.round(np.sort(multipliers), 5)}"
+    )
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    plot.phase_portrait(
+        vdp,
+        (-3.5, 3.5),
+        (-3.5, 3.5),
+        ax=ax,
+        trajectories=jnp.array([[0.1, 0.0], [3.0, 3.0]]),
+        equilibria=points,
+        orbits=(orbit,),
+    )
+    ax.set_title("Van der Pol (mu = 1)")
+    return [_save(fig, out, "vanderpol_phase_portrait.png")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="the tour: Lorenz trajectory, spectrum, figures")
     p.add_argument("--out", default="dynjax_output", help="folder for the figures")
     p.add_argument("--t1", type=float, default=50.0, help="trajectory length")
+    p.add_argument(
+        "--t-lyapunov", type=float, default=1000.0, help="Lyapunov averaging time"
+    )
     p.add_argument("--float32", action="store_true", help="run in float32")
     p.set_defaults(func=_cmd_demo)
 

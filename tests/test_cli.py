@@ -6,11 +6,26 @@ from dynjax._cli import main
 
 
 def test_demo_writes_figure_and_reports_equilibria(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--t1", "5"]) == 0
+    argv = ["demo", "--out", str(tmp_path), "--t1", "5", "--t-lyapunov", "200"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
-    png = tmp_path / "lorenz_attractor.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert str(png) in out
+    for name in [
+        "lorenz_attractor.png",
+        "lorenz_lyapunov.png",
+        "vanderpol_phase_portrait.png",
+    ]:
+        png = tmp_path / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert str(png) in out
+    # Lorenz spectrum (Sprott 2003: 0.9056, 0, -14.5723) and its exact sum
+    # -(sigma + 1 + beta); a short average, so loose tolerances.
+    line = next(x for x in out.splitlines() if x.strip().startswith("exponents"))
+    exponents = np.array(line.split("[")[1].split("]")[0].split(), dtype=float)
+    np.testing.assert_allclose(exponents, [0.9056, 0.0, -14.5723], atol=0.08)
+    np.testing.assert_allclose(exponents.sum(), -(10 + 1 + 8 / 3), atol=1e-3)
+    # Van der Pol, mu = 1: period 6.6633 (e.g. Strogatz, sec. 7.5; Grimshaw 1990).
+    assert "limit cycle: period 6.663" in out
+    assert "unstable focus" in out
     # Eigenvalues at the origin: -beta and (-(sigma+1) ± sqrt((sigma+1)^2 +
     # 4 sigma (rho-1))) / 2 (Strogatz, Nonlinear Dynamics and Chaos, sec. 9.2).
     s, r, b = 10.0, 28.0, 8.0 / 3.0
