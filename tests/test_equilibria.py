@@ -83,6 +83,23 @@ def test_lorenz_rho28_all_equilibria_and_classes(lorenz_guesses):
         )
 
 
+def test_linearize_vmap_over_points_and_parameters():
+    lorenz = Lorenz()
+    c = np.sqrt(8.0 / 3.0 * 27.0)
+    pts = jnp.array([[0.0, 0.0, 0.0], [c, c, 27.0], [-c, -c, 27.0]])
+    batched = eqx.filter_vmap(lambda p: dynjax.linearize(lorenz, p))(pts)
+    for k in range(3):
+        single = dynjax.linearize(lorenz, pts[k])
+        np.testing.assert_allclose(batched.eigenvalues[k], single.eigenvalues, rtol=1e-12)
+        assert int(batched.stability._value[k]) == int(single.stability._value)
+    # over a parameter: the origin loses stability at rho = 1 (pitchfork)
+    rhos = jnp.array([0.5, 0.9, 1.1, 2.0])
+    n_unstable = jax.vmap(
+        lambda r: dynjax.linearize(Lorenz(rho=r), jnp.zeros(3)).n_unstable
+    )(rhos)
+    np.testing.assert_array_equal(n_unstable, [0, 0, 1, 1])
+
+
 def test_lorenz_rho15_stable_and_rho05_node(lorenz_guesses):
     lorenz = Lorenz(rho=15.0)
     eq = dynjax.find_equilibria(lorenz, lorenz_guesses[:200])

@@ -111,16 +111,19 @@ def _find_orbit(
     T = sol.value[-1]
     ts = jnp.linspace(0.0, T, n_save)
     term = dfx.ODETerm(lambda t, y, a: flow.vector_field(t, y, a))
-    orbit_sol = dfx.diffeqsolve(
-        term, solver, 0.0, T, None, x_star, args=args, saveat=dfx.SaveAt(ts=ts),
-        stepsize_controller=controller, max_steps=ode_max_steps, throw=False,
-        adjoint=dfx.ForwardMode(),
-    )
-    xs, ode_result = orbit_sol.ys, orbit_sol.result
+
+    def orbit(x):
+        sol_ = dfx.diffeqsolve(
+            term, solver, 0.0, T, None, x, args=args, saveat=dfx.SaveAt(ts=ts),
+            stepsize_controller=controller, max_steps=ode_max_steps, throw=False,
+            adjoint=dfx.ForwardMode(),
+        )
+        return sol_.ys[-1], (sol_.ys, sol_.result)
+
+    # One solve gives the samples and, through its tangents (the variational
+    # equation), the monodromy matrix.
+    M, (xs, ode_result) = jax.jacfwd(orbit, has_aux=True)(x_star)
     res = jnp.max(jnp.abs(xs[-1] - x_star))
-    M = jax.jacfwd(
-        lambda x: _flow_map(flow, x, T, args, solver, controller, ode_max_steps)[0]
-    )(x_star)
     mu = jnp.linalg.eigvals(M)
     mu = mu[jnp.argsort(-jnp.abs(mu), stable=True)]
     trivial = jnp.argmin(jnp.abs(mu - 1.0))
