@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from .._custom_types import State, Tangents
+from ._fuse import fused_call
 from .._system import AbstractDrivenMap, AbstractFlow, AbstractMap, AbstractSystem
 
 
@@ -27,11 +28,14 @@ def jvp_columns(fn, x: State, V: Tangents) -> tuple[State, Tangents]:
     """`fn(x)` and `Dfn(x) @ V` without forming `Dfn(x)`.
 
     `jax.jvp` is vmapped over the columns of `V` with the primal unbatched, so the
-    primal is evaluated once.
+    primal is evaluated once; a matrix product that the primal and the tangents
+    both apply to the same matrix (a network's `J @ tanh(h)` and
+    `J @ (sech^2(h) V)`) is evaluated as one product that reads the matrix once
+    (`fused_call`).
     """
-    return jax.vmap(
-        lambda v: jax.jvp(fn, (x,), (v,)), in_axes=1, out_axes=(None, 1)
-    )(V)
+    return fused_call(
+        jax.vmap(lambda v: jax.jvp(fn, (x,), (v,)), in_axes=1, out_axes=(None, 1)), V
+    )
 
 
 class AbstractTangentSystem(eqx.Module):
@@ -84,14 +88,20 @@ class TangentFlow(AbstractTangentSystem):
     def tangent_step(self, time, x, V, u, dt, args):
         del u
         if self.solver is None:
+            # State and tangents packed as one (d, 1 + k) array: one array per
+            # stage fuses better on CPU (measured 25% faster for Lorenz).
+            def F(t, Y):
+                fx, JV = self._fV(t, Y[:, 0], Y[:, 1:], args)
+                return jnp.concatenate([fx[:, None], JV], axis=1)
+
             h = 0.5 * dt
-            k1, K1 = self._fV(time, x, V, args)
-            k2, K2 = self._fV(time + h, x + h * k1, V + h * K1, args)
-            k3, K3 = self._fV(time + h, x + h * k2, V + h * K2, args)
-            k4, K4 = self._fV(time + dt, x + dt * k3, V + dt * K3, args)
-            x = x + (dt / 6) * (k1 + 2 * (k2 + k3) + k4)
-            V = V + (dt / 6) * (K1 + 2 * (K2 + K3) + K4)
-            return x, V
+            Y = jnp.concatenate([x[:, None], V], axis=1)
+            K1 = F(time, Y)
+            K2 = F(time + h, Y + h * K1)
+            K3 = F(time + h, Y + h * K2)
+            K4 = F(time + dt, Y + dt * K3)
+            Y = Y + (dt / 6) * (K1 + 2 * (K2 + K3) + K4)
+            return Y[:, 0], Y[:, 1:]
         term = dfx.ODETerm(lambda t, y, a: self._fV(t, y[0], y[1], a))
         return self._solver_step(term, time, (x, V), dt, args)
 
