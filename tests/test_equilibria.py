@@ -90,7 +90,9 @@ def test_linearize_vmap_over_points_and_parameters():
     batched = eqx.filter_vmap(lambda p: dynjax.linearize(lorenz, p))(pts)
     for k in range(3):
         single = dynjax.linearize(lorenz, pts[k])
-        np.testing.assert_allclose(batched.eigenvalues[k], single.eigenvalues, rtol=1e-12)
+        np.testing.assert_allclose(
+            batched.eigenvalues[k], single.eigenvalues, rtol=1e-12
+        )
         assert int(batched.stability._value[k]) == int(single.stability._value)
     # over a parameter: the origin loses stability at rho = 1 (pitchfork)
     rhos = jnp.array([0.5, 0.9, 1.1, 2.0])
@@ -134,8 +136,9 @@ def test_find_equilibria_jit_vmap_no_retrace(lorenz_guesses):
 
     def f(t, x, p):
         counter["n"] += 1
-        return jnp.stack([p * (x[1] - x[0]), x[0] * (28.0 - x[2]) - x[1],
-                          x[0] * x[1] - 8 / 3 * x[2]])
+        return jnp.stack(
+            [p * (x[1] - x[0]), x[0] * (28.0 - x[2]) - x[1], x[0] * x[1] - 8 / 3 * x[2]]
+        )
 
     flow = dynjax.Flow(f, 10.0, d=3)
     dynjax.find_equilibria(flow, lorenz_guesses[:50])
@@ -176,20 +179,24 @@ def test_logistic_period_two_closed_form():
     pts = eq.unique[:, 0]
     periods = np.asarray(eq.minimal_period)[: int(eq.count)]
     p2 = np.sort(pts[periods == 2])
-    expected = np.sort((r + 1 + np.array([-1, 1]) * np.sqrt((r + 1) * (r - 3))) / (2 * r))
+    expected = np.sort(
+        (r + 1 + np.array([-1, 1]) * np.sqrt((r + 1) * (r - 3))) / (2 * r)
+    )
     np.testing.assert_allclose(p2, expected, rtol=1e-12)
     p1 = np.sort(pts[periods == 1])
     np.testing.assert_allclose(p1, [0.0, 1 - 1 / r], atol=1e-12)
     # multiplier of the 2-cycle: F'(p) F'(q) = -r^2 + 2 r + 4 = 0.16
     lin = dynjax.linearize(logistic, jnp.array([p2[0]]), period=2)
-    np.testing.assert_allclose(np.real(lin.eigenvalues[0]), -(r**2) + 2 * r + 4, rtol=1e-10)
+    np.testing.assert_allclose(
+        np.real(lin.eigenvalues[0]), -(r**2) + 2 * r + 4, rtol=1e-10
+    )
     assert _name(lin) == "stable node"
 
 
 def test_map_classes_unit_circle():
-    rot = lambda th, rad: rad * np.array(
-        [[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]]
-    )
+    def rot(th, rad):
+        return rad * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+
     cases = {
         "stable focus": rot(0.7, 0.9),
         "unstable focus": rot(0.7, 1.1),
@@ -292,8 +299,9 @@ def test_bad_shapes_and_systems():
 
 def _euler_norm(A, h, n):
     flow = Linear(A)
-    traj = dynjax.trajectory(dynjax.euler_map(flow, h), jnp.ones(A.shape[0]),
-                             n_steps=n, throw=False)
+    traj = dynjax.trajectory(
+        dynjax.euler_map(flow, h), jnp.ones(A.shape[0]), n_steps=n, throw=False
+    )
     return float(jnp.linalg.norm(traj.xs[-1]))
 
 
@@ -317,7 +325,10 @@ def test_max_learning_rate_quadratic():
     rng = np.random.default_rng(0)
     Q = np.linalg.qr(rng.normal(size=(5, 5)))[0]
     H = Q @ np.diag([0.3, 1.0, 2.0, 5.0, 8.0]) @ Q.T
-    loss = lambda x, args: 0.5 * x @ H @ x
+
+    def loss(x, args):
+        return 0.5 * x @ H @ x
+
     eta = float(dynjax.max_learning_rate(loss, jnp.zeros(5)))
     np.testing.assert_allclose(eta, 2 / 8.0, rtol=1e-12)
     grad_flow = Linear(-H)
@@ -334,7 +345,9 @@ def test_max_learning_rate_quadratic():
 def test_max_stable_step_errors():
     with pytest.raises(eqx.EquinoxRuntimeError, match="not a stable equilibrium"):
         dynjax.max_stable_step(Linear(np.diag([1.0, -1.0])), jnp.zeros(2))
-    res = dynjax.max_stable_step(Linear(np.diag([1.0, -1.0])), jnp.zeros(2), throw=False)
+    res = dynjax.max_stable_step(
+        Linear(np.diag([1.0, -1.0])), jnp.zeros(2), throw=False
+    )
     assert float(res.h_max) == 0.0
     with pytest.raises(ValueError, match="euler"):
         dynjax.max_stable_step(Linear(-np.eye(2)), jnp.zeros(2), method="rk4")
@@ -354,8 +367,12 @@ def test_linear_modes_and_exact_flow():
     np.testing.assert_allclose(np.sort(modes.decay_rates), [0.5, 0.5, 3.0], rtol=1e-12)
     np.testing.assert_allclose(np.sort(modes.frequencies), [0.0, 2.0, 2.0], atol=1e-12)
     ts = jnp.linspace(0.0, 3.0, 7)
-    exact = np.stack([scipy.linalg.expm(t * A) @ np.asarray(x0) for t in np.asarray(ts)])
-    np.testing.assert_allclose(dynjax.linear_flow(sys_, x0, ts), exact, rtol=1e-10, atol=1e-13)
+    exact = np.stack(
+        [scipy.linalg.expm(t * A) @ np.asarray(x0) for t in np.asarray(ts)]
+    )
+    np.testing.assert_allclose(
+        dynjax.linear_flow(sys_, x0, ts), exact, rtol=1e-10, atol=1e-13
+    )
     np.testing.assert_allclose(
         np.stack([modes.evaluate(t) for t in ts]), exact, rtol=1e-10, atol=1e-13
     )
@@ -365,7 +382,8 @@ def test_linear_modes_and_exact_flow():
 
 
 def test_planar_saddle_manifolds_exact_curves():
-    # x' = x, y' = -y + x^2: W^u = {y = x^2 / 3}, W^s = {x = 0}, tangent to (1,0), (0,1).
+    # x' = x, y' = -y + x^2: W^u = {y = x^2 / 3}, W^s = {x = 0},
+    # tangent to (1, 0) and (0, 1).
     flow = dynjax.Flow(lambda t, x, p: jnp.stack([x[0], -x[1] + x[0] ** 2]), d=2)
     wu = dynjax.unstable_manifold(flow, jnp.zeros(2), t_end=17.5, n_points=351)
     b = np.asarray(wu.branches)
@@ -419,8 +437,9 @@ def _dist_to_polyline(q, P):
 def test_lorenz_origin_unstable_manifold_invariant():
     sigma, rho, beta = 10.0, 28.0, 8.0 / 3.0
     lorenz = Lorenz()
-    wu = dynjax.unstable_manifold(lorenz, jnp.zeros(3), t_end=1.6, eps=1e-6,
-                                  n_points=32001)
+    wu = dynjax.unstable_manifold(
+        lorenz, jnp.zeros(3), t_end=1.6, eps=1e-6, n_points=32001
+    )
     # tangent: the unstable eigenvector of the hand-derived Jacobian
     J0 = np.array([[-sigma, sigma, 0], [rho, -1, 0], [0, 0, -beta]])
     w, V = np.linalg.eig(J0)
@@ -428,13 +447,21 @@ def test_lorenz_origin_unstable_manifold_invariant():
     assert abs(abs(np.asarray(wu.eigenvector) @ v) / np.linalg.norm(v) - 1) < 1e-12
     P = np.asarray(wu.branches[0])
     assert np.linalg.norm(P[-1]) > 10  # reaches the attractor scale
+
     # Flow points of the curve forward with an independent integrator (scipy):
     # they must land back on the curve.
-    rhs = lambda t, x: [sigma * (x[1] - x[0]), x[0] * (rho - x[2]) - x[1],
-                        x[0] * x[1] - beta * x[2]]
+    def rhs(t, x):
+        return [
+            sigma * (x[1] - x[0]),
+            x[0] * (rho - x[2]) - x[1],
+            x[0] * x[1] - beta * x[2],
+        ]
+
     worst = 0.0
     for i in [16000, 20000, 24000, 26000]:
-        q = solve_ivp(rhs, (0, 0.2), P[i], method="DOP853", rtol=1e-13, atol=1e-13).y[:, -1]
+        q = solve_ivp(rhs, (0, 0.2), P[i], method="DOP853", rtol=1e-13, atol=1e-13).y[
+            :, -1
+        ]
         worst = max(worst, _dist_to_polyline(q, P))
     assert worst < 1e-6
 
@@ -442,7 +469,8 @@ def test_lorenz_origin_unstable_manifold_invariant():
 def test_manifold_errors():
     # The Lorenz origin's stable manifold is 2-D.
     with pytest.raises(eqx.EquinoxRuntimeError, match="not one-dimensional"):
-        dynjax.stable_manifold(Lorenz(), jnp.zeros(3))
+        # (same static configuration as the test above: no recompilation)
+        dynjax.stable_manifold(Lorenz(), jnp.zeros(3), t_end=1.6, n_points=32001)
     with pytest.raises(ValueError, match="flow"):
         dynjax.unstable_manifold(Henon(), jnp.zeros(2))
     with pytest.raises(ValueError, match="n_points"):
@@ -470,7 +498,9 @@ def test_phase_portrait_marks_classes_and_nullclines():
     xy = sorted(tuple(np.round(np.ravel(ln.get_xydata()), 6)) for ln in markers)
     assert xy == sorted(tuple(np.round(e, 6)) for e in eq)
     # the y' = 0 nullcline of the pendulum is y = -sin(x) / b: check a contour vertex
-    contours = [c for c in ax.collections if isinstance(c, matplotlib.contour.ContourSet)]
+    contours = [
+        c for c in ax.collections if isinstance(c, matplotlib.contour.ContourSet)
+    ]
     assert len(contours) == 2
     x_null, y_null = [
         np.concatenate([p.vertices for p in c.get_paths() if len(p.vertices)])
@@ -513,5 +543,6 @@ def test_float32_runs_and_warns():
         assert int(eq.count) == 3
         c = np.sqrt(8.0 / 3.0 * 27.0)
         found = eq.unique[np.argsort(eq.unique[:, 0])]
-        np.testing.assert_allclose(found, [[-c, -c, 27], [0, 0, 0], [c, c, 27]],
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            found, [[-c, -c, 27], [0, 0, 0], [c, c, 27]], rtol=1e-5, atol=1e-5
+        )

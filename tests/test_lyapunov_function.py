@@ -4,7 +4,6 @@ References: the seed system x' = y - x^3, y' = -x with V = x^2 + y^2 has
 dV/dt = -2 x^4 by hand; for V = x^2 + 2 y^2, dV/dt = -2 x y - 2 x^4 by hand.
 """
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,7 +37,10 @@ def test_seed_certified_and_exact_lie_derivative():
 
 def test_wrong_candidates_rejected_with_violating_point():
     pts = _grid(41)
-    V = lambda x: x[0] ** 2 + 2 * x[1] ** 2
+
+    def V(x):
+        return x[0] ** 2 + 2 * x[1] ** 2
+
     chk = dynjax.check_lyapunov_function(SEED, V, jnp.zeros(2), pts)
     assert not bool(chk.is_lyapunov) and bool(chk.positive) and not bool(chk.decreasing)
     by_hand = -2 * pts[:, 0] * pts[:, 1] - 2 * pts[:, 0] ** 4
@@ -59,8 +61,9 @@ def test_map_lyapunov_difference():
     A = np.array([[0.5, 0.2], [0.0, 0.4]])
     lin = dynjax.systems.LinearMap(A)
     pts = _grid(21)
-    chk = dynjax.check_lyapunov_function(lin, lambda x: x @ x, jnp.zeros(2), pts,
-                                         strict=True)
+    chk = dynjax.check_lyapunov_function(
+        lin, lambda x: x @ x, jnp.zeros(2), pts, strict=True
+    )
     by_hand = np.sum((pts @ A.T) ** 2, axis=1) - np.sum(pts**2, axis=1)
     np.testing.assert_allclose(chk.derivatives, by_hand, atol=1e-12)
     assert bool(chk.is_lyapunov)  # ||A|| < 1
@@ -68,26 +71,41 @@ def test_map_lyapunov_difference():
 
 def test_check_errors():
     with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
-        dynjax.check_lyapunov_function(SEED, lambda x: x @ x, jnp.zeros(2), jnp.zeros(2))
+        dynjax.check_lyapunov_function(
+            SEED, lambda x: x @ x, jnp.zeros(2), jnp.zeros(2)
+        )
     with pytest.raises(ValueError, match="dimension"):
-        dynjax.check_lyapunov_function(SEED, lambda x: x @ x, jnp.zeros(3), jnp.zeros((4, 3)))
+        dynjax.check_lyapunov_function(
+            SEED, lambda x: x @ x, jnp.zeros(3), jnp.zeros((4, 3))
+        )
     driven = dynjax.DrivenMap(lambda x, u, p: x + u, d=2)
     with pytest.raises(ValueError, match="autonomous"):
         dynjax.check_lyapunov_function(driven, lambda x: x @ x, jnp.zeros(2), _grid(3))
     with pytest.raises(ValueError, match="x_star` inside"):
         dynjax.learn_lyapunov_function(
-            SEED, jnp.array([5.0, 0.0]), (-jnp.ones(2), jnp.ones(2)), key=jax.random.key(0)
+            SEED,
+            jnp.array([5.0, 0.0]),
+            (-jnp.ones(2), jnp.ones(2)),
+            key=jax.random.key(0),
         )
 
 
 def test_learn_lyapunov_damped_pendulum():
     b = 0.5
-    pend = dynjax.Flow(lambda t, x, b: jnp.stack([x[1], -jnp.sin(x[0]) - b * x[1]]), b, d=2)
+    pend = dynjax.Flow(
+        lambda t, x, b: jnp.stack([x[1], -jnp.sin(x[0]) - b * x[1]]), b, d=2
+    )
     lim = 3.0
     region = (-lim * jnp.ones(2), lim * jnp.ones(2))
     learned = dynjax.learn_lyapunov_function(
-        pend, jnp.zeros(2), region, key=jax.random.key(0), width=16, steps=600,
-        n_train=512, grid_size=151,
+        pend,
+        jnp.zeros(2),
+        region,
+        key=jax.random.key(0),
+        width=16,
+        steps=600,
+        n_train=512,
+        grid_size=151,
     )
     assert bool(learned.certified)
     assert float(learned.losses[-100:].mean()) < float(learned.losses[:10].mean())
@@ -115,5 +133,7 @@ def test_learn_lyapunov_damped_pendulum():
     # edge stays inside and converges to the bottom.
     x0 = pts[inside][np.argmax(V[inside])]
     traj = dynjax.trajectory(pend, x0, t1=30.0, n_save=301)
-    assert np.all(np.asarray(jax.vmap(learned.V)(traj.xs)) < float(learned.level) + 1e-9)
+    assert np.all(
+        np.asarray(jax.vmap(learned.V)(traj.xs)) < float(learned.level) + 1e-9
+    )
     assert np.linalg.norm(traj.xs[-1]) < 1e-3

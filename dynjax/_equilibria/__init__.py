@@ -2,9 +2,9 @@ from ._find import Equilibria as Equilibria, find_equilibria as find_equilibria
 from ._linearize import (
     linear_flow as linear_flow,
     linear_modes as linear_modes,
-    LinearModes as LinearModes,
     Linearization as Linearization,
     linearize as linearize,
+    LinearModes as LinearModes,
     max_learning_rate as max_learning_rate,
     max_stable_step as max_stable_step,
     MaxStableStep as MaxStableStep,

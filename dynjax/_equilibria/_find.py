@@ -104,9 +104,7 @@ def _find(
     fn = _residual_fn(system, t, args, period)
 
     def one(x0):
-        sol = optx.root_find(
-            fn, solver, x0, max_steps=max_steps, throw=False
-        )
+        sol = optx.root_find(fn, solver, x0, max_steps=max_steps, throw=False)
         x = sol.value
         r = fn(x, None)
         res = jnp.max(jnp.abs(r))
@@ -135,7 +133,9 @@ def _find(
             def body(carry, q):
                 y, found = carry
                 y = F(y)
-                hit = (period % q == 0) & (jnp.max(jnp.abs(y - x)) <= dedup_tol * (1 + jnp.max(jnp.abs(x))))
+                hit = (period % q == 0) & (
+                    jnp.max(jnp.abs(y - x)) <= dedup_tol * (1 + jnp.max(jnp.abs(x)))
+                )
                 found = jnp.where((found == 0) & hit, q, found)
                 return (y, found), None
 
@@ -277,7 +277,11 @@ def find_equilibria(
         linear_solver, (lx.LU, lx.QR, lx.SVD, lx.AutoLinearSolver, lx.Cholesky)
     )
     if solver is None:
-        lin = lx.AutoLinearSolver(well_posed=None) if linear_solver is None else linear_solver
+        lin = (
+            lx.AutoLinearSolver(well_posed=None)
+            if linear_solver is None
+            else linear_solver
+        )
         solver = optx.Newton(rtol=rtol, atol=atol, linear_solver=lin)
     elif linear_solver is not None:
         raise ValueError("Pass either `solver` or `linear_solver`, not both.")

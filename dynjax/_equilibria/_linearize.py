@@ -160,7 +160,7 @@ def linearize(
     args: Args = None,
     tol: float = 1e-8,
 ) -> Linearization:
-    r"""Linearize a system at an equilibrium (flow) or a fixed point (map) and classify it.
+    r"""Linearize a system at an equilibrium or fixed point and classify it.
 
     The Jacobian `J = Df(x*)` (flow) or `J = D(F^p)(x*)` (map, period `p`) is formed
     with `jax.jacfwd` and diagonalized with `jnp.linalg.eig`. Each eigenvalue is
@@ -363,7 +363,9 @@ class LinearModes(eqx.Module):
         """`x(t) = V diag(exp(lambda t)) c`, the mode sum (needs `coefficients`)."""
         if self.coefficients is None:
             raise ValueError("Pass `x0=` to `dynjax.linear_modes` to evaluate modes.")
-        return jnp.real(self.eigenvectors @ (jnp.exp(self.eigenvalues * t) * self.coefficients))
+        return jnp.real(
+            self.eigenvectors @ (jnp.exp(self.eigenvalues * t) * self.coefficients)
+        )
 
 
 def _linear_matrix(system, x_star, args):

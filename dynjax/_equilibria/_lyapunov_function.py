@@ -3,7 +3,6 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
@@ -279,14 +278,14 @@ def learn_lyapunov_function(
     try:
         lo, hi = region
     except (TypeError, ValueError):
-        raise ValueError("`region` must be a pair `(lower, upper)` of corners.") from None
+        raise ValueError(
+            "`region` must be a pair `(lower, upper)` of corners."
+        ) from None
     lo = jnp.asarray(lo, x_star.dtype)
     hi = jnp.asarray(hi, x_star.dtype)
     if lo.shape != (d,) or hi.shape != (d,):
         raise ValueError(f"The corners of `region` must have shape ({d},).")
-    if not bool(jnp.all(hi > lo)) or not bool(
-        jnp.all((x_star > lo) & (x_star < hi))
-    ):
+    if not bool(jnp.all(hi > lo)) or not bool(jnp.all((x_star > lo) & (x_star < hi))):
         raise ValueError(
             "`region` must be a non-empty box `lower < upper` with `x_star` inside."
         )
@@ -316,8 +315,10 @@ def _train(system, V0, opt, lo, hi, key, steps, n_train, margin, args):
     params = eqx.tree_at(lambda v: v.x_star, params, None)
 
     def loss_fn(p, xs):
-        V = eqx.combine(eqx.tree_at(lambda v: v.x_star, p, params_x,
-                                    is_leaf=lambda x: x is None), static)
+        V = eqx.combine(
+            eqx.tree_at(lambda v: v.x_star, p, params_x, is_leaf=lambda x: x is None),
+            static,
+        )
         _, dv = jax.vmap(lambda x: _lie_derivative(system, V, x, args))(xs)
         r2 = jnp.sum((xs - V.x_star) ** 2, axis=1)
         return jnp.mean(jax.nn.relu(dv + margin * r2))
@@ -334,6 +335,7 @@ def _train(system, V0, opt, lo, hi, key, steps, n_train, margin, args):
     (params, _), losses = jax.lax.scan(
         step, (params, state), jax.random.split(key, steps)
     )
-    params = eqx.tree_at(lambda v: v.x_star, params, params_x,
-                         is_leaf=lambda x: x is None)
+    params = eqx.tree_at(
+        lambda v: v.x_star, params, params_x, is_leaf=lambda x: x is None
+    )
     return losses, eqx.combine(params, static)

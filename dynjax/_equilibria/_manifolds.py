@@ -36,8 +36,19 @@ class Manifold(eqx.Module):
 
 
 @eqx.filter_jit
-def _grow(flow, x_star, unstable, t_end, n_points, eps, args, solver, controller,
-          max_steps, throw):
+def _grow(
+    flow,
+    x_star,
+    unstable,
+    t_end,
+    n_points,
+    eps,
+    args,
+    solver,
+    controller,
+    max_steps,
+    throw,
+):
     J = jax.jacfwd(lambda x: flow.vector_field(0.0, x, args))(x_star)
     lam, V = jnp.linalg.eig(J)
     re = jnp.real(lam)
@@ -48,7 +59,9 @@ def _grow(flow, x_star, unstable, t_end, n_points, eps, args, solver, controller
     v = jnp.real(V[:, idx])
     v = v / jnp.linalg.norm(v)
     v = v * jnp.where(v[jnp.argmax(jnp.abs(v))] < 0, -1.0, 1.0)  # canonical sign
-    real_and_simple = (count == 1) & (jnp.abs(jnp.imag(lam[idx])) <= 1e-12 * (1 + jnp.abs(lam[idx])))
+    real_and_simple = (count == 1) & (
+        jnp.abs(jnp.imag(lam[idx])) <= 1e-12 * (1 + jnp.abs(lam[idx]))
+    )
     x_star = eqx.error_if(
         x_star,
         ~real_and_simple,
@@ -63,22 +76,43 @@ def _grow(flow, x_star, unstable, t_end, n_points, eps, args, solver, controller
 
     def branch(s):
         sol = dfx.diffeqsolve(
-            term, solver, 0.0, ts[-1], None, x_star + s * eps * v, args=args,
-            saveat=dfx.SaveAt(ts=ts), stepsize_controller=controller,
-            max_steps=max_steps, throw=False,
+            term,
+            solver,
+            0.0,
+            ts[-1],
+            None,
+            x_star + s * eps * v,
+            args=args,
+            saveat=dfx.SaveAt(ts=ts),
+            stepsize_controller=controller,
+            max_steps=max_steps,
+            throw=False,
         )
         return sol.ys, RESULTS.promote(sol.result)
 
     ys, results = jax.vmap(branch)(jnp.array([1.0, -1.0]))
-    ok = jnp.all(results._value == RESULTS.successful._value) & jnp.all(jnp.isfinite(ys))
+    ok = jnp.all(results._value == RESULTS.successful._value) & jnp.all(
+        jnp.isfinite(ys)
+    )
     result = RESULTS.where(ok, RESULTS.successful, RESULTS.nonfinite_state)
     if throw:
         ys = result.error_if(ys, result != RESULTS.successful)
     return Manifold(x_star, ys, ts, eigenvalue, v, result)
 
 
-def _manifold(flow, x_star, unstable, t_end, n_points, eps, args, solver,
-              stepsize_controller, max_steps, throw):
+def _manifold(
+    flow,
+    x_star,
+    unstable,
+    t_end,
+    n_points,
+    eps,
+    args,
+    solver,
+    stepsize_controller,
+    max_steps,
+    throw,
+):
     if isinstance(flow, AbstractMap):
         raise ValueError(
             "Manifolds of map fixed points are not supported; pass a flow."
@@ -102,8 +136,16 @@ def _manifold(flow, x_star, unstable, t_end, n_points, eps, args, solver,
         else:
             stepsize_controller = dfx.PIDController(rtol=1e-6, atol=1e-8)
     return _grow(
-        flow, x_star, jnp.asarray(unstable), jnp.asarray(t_end, x_star.dtype), n_points,
-        jnp.asarray(eps, x_star.dtype), args, solver, stepsize_controller, max_steps,
+        flow,
+        x_star,
+        jnp.asarray(unstable),
+        jnp.asarray(t_end, x_star.dtype),
+        n_points,
+        jnp.asarray(eps, x_star.dtype),
+        args,
+        solver,
+        stepsize_controller,
+        max_steps,
         throw,
     )
 
@@ -152,8 +194,19 @@ def unstable_manifold(
     max_steps: int = 2**16,
     throw: bool = True,
 ) -> Manifold:
-    return _manifold(flow, x_star, True, t_end, n_points, eps, args, solver,
-                     stepsize_controller, max_steps, throw)
+    return _manifold(
+        flow,
+        x_star,
+        True,
+        t_end,
+        n_points,
+        eps,
+        args,
+        solver,
+        stepsize_controller,
+        max_steps,
+        throw,
+    )
 
 
 def stable_manifold(
@@ -169,8 +222,19 @@ def stable_manifold(
     max_steps: int = 2**16,
     throw: bool = True,
 ) -> Manifold:
-    return _manifold(flow, x_star, False, t_end, n_points, eps, args, solver,
-                     stepsize_controller, max_steps, throw)
+    return _manifold(
+        flow,
+        x_star,
+        False,
+        t_end,
+        n_points,
+        eps,
+        args,
+        solver,
+        stepsize_controller,
+        max_steps,
+        throw,
+    )
 
 
 unstable_manifold.__doc__ = _DOC.format(

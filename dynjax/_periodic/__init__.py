@@ -4,4 +4,7 @@ from ._poincare import (
     PoincareMap as PoincareMap,
     PoincareSection as PoincareSection,
 )
-from ._shooting import find_periodic_orbit as find_periodic_orbit, PeriodicOrbit as PeriodicOrbit
+from ._shooting import (
+    find_periodic_orbit as find_periodic_orbit,
+    PeriodicOrbit as PeriodicOrbit,
+)

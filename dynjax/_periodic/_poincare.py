@@ -3,7 +3,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optimistix as optx
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float
 
 from .._custom_types import Args, IntScalarLike, RealScalarLike, State, StateLike
 from .._misc import as_param, check_state, warn_if_float32
@@ -14,8 +14,9 @@ from .._system import AbstractFlow, AbstractMap
 _DIRECTIONS = {1: True, -1: False, 0: None}
 
 
-def _next_crossing(flow, x, t0, normal, offset, direction, t_max, args, solver,
-                   controller, max_steps):
+def _next_crossing(
+    flow, x, t0, normal, offset, direction, t_max, args, solver, controller, max_steps
+):
     """Integrate from `(t0, x)` to the next crossing of `normal . x = offset`."""
     tol = 1e-12 if jnp.finfo(x.dtype).bits >= 64 else 1e-5
     # The event value at the start: the side of the plane `x` is on; if `x` is on
@@ -119,12 +120,34 @@ class PoincareSection(eqx.Module):
 
 
 @eqx.filter_jit
-def _section(flow, x0, t0, normal, offset, n, direction, t_max, args, solver,
-             controller, max_steps, throw):
+def _section(
+    flow,
+    x0,
+    t0,
+    normal,
+    offset,
+    n,
+    direction,
+    t_max,
+    args,
+    solver,
+    controller,
+    max_steps,
+    throw,
+):
     def body(carry, _):
         t, x, result = carry
         t_next, x_next, r = _next_crossing(
-            flow, x, t, normal, offset, direction, t_max, args, solver, controller,
+            flow,
+            x,
+            t,
+            normal,
+            offset,
+            direction,
+            t_max,
+            args,
+            solver,
+            controller,
             max_steps,
         )
         result = RESULTS.where(result == RESULTS.successful, r, result)
@@ -207,8 +230,19 @@ def poincare_section(
     t0 = jnp.asarray(t0, dtype=x0.dtype)
     t_max = jnp.asarray(t_max, dtype=x0.dtype)
     return _section(
-        flow, x0, t0, normal.astype(x0.dtype), offset.astype(x0.dtype), n_crossings,
-        direction, t_max, args, solver, controller, max_steps, jnp.asarray(throw),
+        flow,
+        x0,
+        t0,
+        normal.astype(x0.dtype),
+        offset.astype(x0.dtype),
+        n_crossings,
+        direction,
+        t_max,
+        args,
+        solver,
+        controller,
+        max_steps,
+        jnp.asarray(throw),
     )
 
 
@@ -242,9 +276,17 @@ class PoincareMap(AbstractMap):
     def crossing(self, x: State, args: Args = None):
         """`(return_time, P(x), result)` for one state."""
         t, y, result = _next_crossing(
-            self.flow, x, jnp.zeros((), x.dtype), self.normal.astype(x.dtype),
-            self.offset.astype(x.dtype), self.direction, self.t_max, args,
-            self.solver, self.stepsize_controller, self.max_steps,
+            self.flow,
+            x,
+            jnp.zeros((), x.dtype),
+            self.normal.astype(x.dtype),
+            self.offset.astype(x.dtype),
+            self.direction,
+            self.t_max,
+            args,
+            self.solver,
+            self.stepsize_controller,
+            self.max_steps,
         )
         return t, y, result
 

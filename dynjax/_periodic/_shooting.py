@@ -73,8 +73,18 @@ def _flow_map(flow, x, t1, args, solver, controller, max_steps):
 
 @eqx.filter_jit
 def _find_orbit(
-    flow, x0, period_guess, n_segments, args, solver, root_finder, controller,
-    ode_max_steps, max_steps, n_save, throw,
+    flow,
+    x0,
+    period_guess,
+    n_segments,
+    args,
+    solver,
+    root_finder,
+    controller,
+    ode_max_steps,
+    max_steps,
+    n_save,
+    throw,
 ):
     d = x0.shape[0]
     m = n_segments
@@ -114,8 +124,17 @@ def _find_orbit(
 
     def orbit(x):
         sol_ = dfx.diffeqsolve(
-            term, solver, 0.0, T, None, x, args=args, saveat=dfx.SaveAt(ts=ts),
-            stepsize_controller=controller, max_steps=ode_max_steps, throw=False,
+            term,
+            solver,
+            0.0,
+            T,
+            None,
+            x,
+            args=args,
+            saveat=dfx.SaveAt(ts=ts),
+            stepsize_controller=controller,
+            max_steps=ode_max_steps,
+            throw=False,
             adjoint=dfx.ForwardMode(),
         )
         return sol_.ys[-1], (sol_.ys, sol_.result)
@@ -210,7 +229,7 @@ def find_periodic_orbit(
     !!! Example
 
         ```python
-        vdp = dynjax.Flow(lambda t, x, mu: jnp.array([x[1], mu * (1 - x[0]**2) * x[1] - x[0]]), 1.0, d=2)
+        vdp = dynjax.systems.VanDerPol(mu=1.0)
         orbit = dynjax.find_periodic_orbit(vdp, jnp.array([2.0, 0.0]), 6.5)
         orbit.period  # 6.6633
         ```
@@ -247,6 +266,16 @@ def find_periodic_orbit(
     if root_finder is None:
         root_finder = optx.Newton(rtol=rtol, atol=atol)
     return _find_orbit(
-        flow, x0, period_guess, n_segments, args, solver, root_finder,
-        stepsize_controller, ode_max_steps, max_steps, n_save, jnp.asarray(throw),
+        flow,
+        x0,
+        period_guess,
+        n_segments,
+        args,
+        solver,
+        root_finder,
+        stepsize_controller,
+        ode_max_steps,
+        max_steps,
+        n_save,
+        jnp.asarray(throw),
     )
