@@ -98,7 +98,7 @@ _PLANE = (jnp.array([0.0, 1.0, 0.0]), 0.0)  # y = 0, crossed with dy/dt = x < 0
 def rossler_section():
     rossler = Rossler()
     return dynjax.poincare_section(
-        rossler, rossler.default_x0(), _PLANE, 260, direction=-1
+        rossler, rossler.default_x0(), _PLANE, 400, direction=-1
     )
 
 
@@ -188,12 +188,12 @@ def test_poincare_errors():
     # fixture above, so no recompilation).
     far = (jnp.array([0.0, 1.0, 0.0]), 1e3)
     sec = dynjax.poincare_section(
-        rossler, rossler.default_x0(), far, 260, t_max=20.0, direction=-1, throw=False
+        rossler, rossler.default_x0(), far, 400, t_max=20.0, direction=-1, throw=False
     )
     assert sec.result == RESULTS.no_crossing
     with pytest.raises(eqx.EquinoxRuntimeError, match="did not cross"):
         dynjax.poincare_section(
-            rossler, rossler.default_x0(), far, 260, t_max=20.0, direction=-1
+            rossler, rossler.default_x0(), far, 400, t_max=20.0, direction=-1
         )
 
 
@@ -225,3 +225,16 @@ def test_poincare_section_float32_warns():
         assert sec.points.dtype == jnp.float32
         np.testing.assert_allclose(sec.points, [[0.5, 0.0]] * 3, atol=1e-4)
         np.testing.assert_allclose(sec.return_times, 2 * np.pi / 3, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_poincare_map_lyapunov_exponent(rossler_section):
+    # The Lyapunov engine applies to the Poincare map like to any map. Per
+    # crossing, its largest exponent is the flow's times the mean return time
+    # (Abramov's formula for suspended flows); the Rossler flow's is 0.0714
+    # (J. C. Sprott, Chaos and Time-Series Analysis, OUP 2003, Appendix A).
+    P = dynjax.poincare_map(Rossler(), _PLANE, direction=-1)
+    p0 = jnp.asarray(rossler_section.points[-1])
+    res = dynjax.lyapunov_spectrum(P, p0, k=1, n_steps=3000, transient=20)
+    mean_return = float(np.mean(np.asarray(rossler_section.return_times)[20:]))
+    np.testing.assert_allclose(float(res.exponents[0]) / mean_return, 0.0714, rtol=0.05)

@@ -19,33 +19,38 @@ def _next_crossing(
 ):
     """Integrate from `(t0, x)` to the next crossing of `normal . x = offset`."""
     tol = 1e-12 if jnp.finfo(x.dtype).bits >= 64 else 1e-5
+    # Relative event values, so that the root finder's tolerance is relative too.
+    scale = 1 + jnp.abs(offset) + jnp.max(jnp.abs(x))
     # The event value at the start: the side of the plane `x` is on; if `x` is on
     # the plane (as after a crossing, up to the root finder's residual), the side
     # the flow is heading to, so that leaving the plane does not count as a crossing.
-    side = jnp.dot(normal, x) - offset
-    on_plane = jnp.abs(side) <= 1e3 * tol * (1 + jnp.abs(offset) + jnp.max(jnp.abs(x)))
+    side = (jnp.dot(normal, x) - offset) / scale
+    on_plane = jnp.abs(side) <= 1e3 * tol
     heading = jnp.sign(jnp.dot(normal, flow.vector_field(t0, x, args)))
     s0 = jnp.where(on_plane, heading, jnp.sign(side))
     s0 = jnp.where(s0 == 0, 1.0, s0)
 
     def cond_fn(t, y, args, **kwargs):
-        value = jnp.dot(normal, y) - offset
-        return jnp.where(t == kwargs["t0"], s0, value)
+        del args, kwargs
+        value = (jnp.dot(normal, y) - offset) / scale
+        return jnp.where(t == 0, s0, value)  # `t` is the local time
 
     event = dfx.Event(
         cond_fn,
         root_finder=optx.Newton(rtol=tol, atol=tol),
         direction=_DIRECTIONS[direction],
     )
-    term = dfx.ODETerm(lambda t, y, a: flow.vector_field(t, y, a))
+    # Integrate in the local time s = t - t0, so that the event time is resolved to
+    # `tol` however late the crossing happens.
+    term = dfx.ODETerm(lambda s, y, a: flow.vector_field(a[0] + s, y, a[1]))
     sol = dfx.diffeqsolve(
         term,
         solver,
-        t0,
-        t0 + t_max,
+        0.0,
+        t_max,
         None,
         x,
-        args=args,
+        args=(t0, args),
         saveat=dfx.SaveAt(t1=True),
         stepsize_controller=controller,
         max_steps=max_steps,
@@ -61,7 +66,7 @@ def _next_crossing(
         RESULTS.where(crossed, RESULTS.successful, RESULTS.no_crossing),
         result,
     )
-    return sol.ts[-1], sol.ys[-1], result
+    return t0 + sol.ts[-1], sol.ys[-1], result
 
 
 def _defaults(dtype, solver, controller):
