@@ -48,7 +48,7 @@ LORENZ_REF = np.array([0.9056, 0.0, -14.5723])
 ROWS = []
 
 
-def row(case, lib, config, compile_s, run_s, error, ratio_to=None, note=""):
+def row(case, lib, config, compile_s, run_s, error, ratio_to=None, note="", fn=None):
     ROWS.append(
         dict(
             case=case,
@@ -59,22 +59,36 @@ def row(case, lib, config, compile_s, run_s, error, ratio_to=None, note=""):
             error=error,
             ratio_to=ratio_to,
             note=note,
+            fn=fn,
         )
     )
 
 
-def timed(fn, repeats):
-    """(first-call time minus one run, median run time, last output)."""
+def warm(fn):
+    """The first call (compilation + one run): (its time, output)."""
     t0 = time.perf_counter()
     out = jax.block_until_ready(fn())
-    first = time.perf_counter() - t0
-    runs = []
+    return time.perf_counter() - t0, out
+
+
+def settle(repeats):
+    """Time every pending row's function, interleaved round by round.
+
+    Interleaving makes the ratios robust to other load on the machine: every
+    library sees the same conditions. Reports the median over rounds; the
+    compile time is the first call minus the median run.
+    """
+    pending = [rw for rw in ROWS if rw["fn"] is not None]
+    times = {id(rw): [] for rw in pending}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        runs.append(time.perf_counter() - t0)
-    run = statistics.median(runs)
-    return max(first - run, 0.0), run, out
+        for rw in pending:
+            t0 = time.perf_counter()
+            jax.block_until_ready(rw["fn"]())
+            times[id(rw)].append(time.perf_counter() - t0)
+    for rw in pending:
+        rw["run_s"] = statistics.median(times[id(rw)])
+        rw["compile_s"] = max(rw["compile_s"] - rw["run_s"], 0.0)
+        rw["fn"] = None
 
 
 # --- Lorenz ------------------------------------------------------------------
@@ -91,14 +105,20 @@ def lorenz_case(args):
 
         def run(method=method):
             return dynjax.lyapunov_spectrum(
-                lorenz, x0, dt=dt, n_steps=n_steps, interval=interval,
-                transient=n_transient * dt, tangent_warmup=0, method=method,
+                lorenz,
+                x0,
+                dt=dt,
+                n_steps=n_steps,
+                interval=interval,
+                transient=n_transient * dt,
+                tangent_warmup=0,
+                method=method,
             ).exponents
 
-        c, r, out = timed(run, args.repeats)
+        first, out = warm(run)
         err = float(np.max(np.abs(np.asarray(out) - LORENZ_REF)))
         name = "dynjax" if method == "matrix-free" else "dynjax (method='jacobian')"
-        row(case, name, f"QR every {interval}", c, r, err, "dynjax")
+        row(case, name, f"QR every {interval}", first, None, err, "dynjax", fn=run)
 
     try:
         import lyapax
@@ -109,15 +129,33 @@ def lorenz_case(args):
         for renorm in (interval, 1):
             problem = lyapax.ode_problem(lyapax.systems.lorenz(), state0=x0, dt=dt)
             f = jax.jit(
-                lambda renorm=renorm: lyapax.lyapunov_spectrum(
-                    problem, n_steps=n_steps, renorm_every=renorm,
-                    t_transient=n_transient * dt,
-                ).exponents
+                lambda renorm=renorm: (
+                    lyapax.lyapunov_spectrum(
+                        problem,
+                        n_steps=n_steps,
+                        renorm_every=renorm,
+                        t_transient=n_transient * dt,
+                    ).exponents
+                )
             )
-            c, r, out = timed(f, args.repeats)
+            first, out = warm(f)
             err = float(np.max(np.abs(np.asarray(out) - LORENZ_REF)))
-            note = "same settings" if renorm == interval else "lyapax default renorm_every=1"
-            row(case, "lyapax", f"QR every {renorm}", c, r, err, "dynjax", note)
+            note = (
+                "same settings"
+                if renorm == interval
+                else "lyapax default renorm_every=1"
+            )
+            row(
+                case,
+                "lyapax",
+                f"QR every {renorm}",
+                first,
+                None,
+                err,
+                "dynjax",
+                note,
+                f,
+            )
 
     if "dysts" not in args.skip:
         try:
@@ -140,8 +178,16 @@ def lorenz_case(args):
             note = (
                 f"timed on {n} steps, scaled x{n_steps / n:g}" if n != n_steps else ""
             )
-            row(case, "dysts", "backward-Euler tangents, QR every step", 0.0, r, err,
-                "dynjax", note)
+            row(
+                case,
+                "dysts",
+                "backward-Euler tangents, QR every step",
+                0.0,
+                r,
+                err,
+                "dynjax",
+                note,
+            )
 
     if "jitcode" not in args.skip:
         try:
@@ -160,7 +206,9 @@ def lorenz_case(args):
             with contextlib.redirect_stderr(None), contextlib.redirect_stdout(None):
                 ode = jitcode_lyap(f, n_lyap=3, verbose=False, simplify=False)
                 ode.compile_C(verbose=False)
-                ode.set_integrator("dopri5", first_step=dt, max_step=dt, atol=1e-3, rtol=1e-3)
+                ode.set_integrator(
+                    "dopri5", first_step=dt, max_step=dt, atol=1e-3, rtol=1e-3
+                )
             os.chdir(cwd)
             compile_s = time.perf_counter() - t0
             del symengine
@@ -183,8 +231,16 @@ def lorenz_case(args):
                 lam = run_jitcode()
                 runs.append(time.perf_counter() - t0)
             err = float(np.max(np.abs(np.sort(lam)[::-1] - LORENZ_REF)))
-            row(case, "jitcode", f"dopri5 step<=dt, QR every {interval}", compile_s,
-                statistics.median(runs), err, "dynjax", "compiled C")
+            row(
+                case,
+                "jitcode",
+                f"dopri5 step<=dt, QR every {interval}",
+                compile_s,
+                statistics.median(runs),
+                err,
+                "dynjax",
+                "compiled C",
+            )
 
 
 # --- random rate network -------------------------------------------------------
@@ -196,23 +252,55 @@ def rate_network_case(args):
     net = systems.RandomRateNetwork(d, 2.0, key=jax.random.key(0))
     x0 = net.default_x0() * 10
     results = {}
+    from dynjax._lyapunov import _fuse
+
+    default_merge = _fuse.merge_default()
     for dtype in (jnp.float64, jnp.float32):
-        net_t = jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, net)
+        for merge in (default_merge, not default_merge):
+            net_t = jax.tree.map(
+                lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, net
+            )
 
-        def run(net_t=net_t, dtype=dtype):
-            return dynjax.lyapunov_spectrum(
-                net_t, x0.astype(dtype), k=k, dt=dt, n_steps=n_steps,
-                interval=interval, transient=0.0, tangent_warmup=0,
-            ).exponents
+            @eqx.filter_jit
+            def run(net_t, x0):
+                return dynjax.lyapunov_spectrum(
+                    net_t,
+                    x0,
+                    k=k,
+                    dt=dt,
+                    n_steps=n_steps,
+                    interval=interval,
+                    transient=0.0,
+                    tangent_warmup=0,
+                ).exponents
 
-        import warnings
+            import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            c, r, out = timed(run, args.repeats)
-        results[dtype] = np.asarray(out, dtype=np.float64)
-        err = float(abs(results[dtype][0] - results[jnp.float64][0]))
-        row(case, "dynjax", jnp.dtype(dtype).name, c, r, err, "dynjax")
+            _fuse.ENABLED = merge
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fn = lambda run=run, net_t=net_t, dtype=dtype: run(  # noqa: E731
+                    net_t, x0.astype(dtype)
+                )
+                first, out = warm(fn)
+            _fuse.ENABLED = None
+            out = np.asarray(out, dtype=np.float64)
+            results.setdefault(dtype, out)
+            err = float(abs(out[0] - results[jnp.float64][0]))
+            name = "dynjax" if merge == default_merge else "dynjax (alternative)"
+            how = "merged" if merge else "separate"
+            config = f"{jnp.dtype(dtype).name}, J products {how}"
+            row(
+                case,
+                name,
+                config,
+                first,
+                None,
+                err,
+                "dynjax",
+                "default" if merge == default_merge else "",
+                fn=fn,
+            )
     try:
         import lyapax
         import lyapax.systems
@@ -226,13 +314,15 @@ def rate_network_case(args):
 
         problem = lyapax.ode_problem(rhs, state0=x0, dt=dt)
         f = jax.jit(
-            lambda: lyapax.lyapunov_spectrum(
-                problem, n_steps=n_steps, k=k, renorm_every=interval
-            ).exponents
+            lambda: (
+                lyapax.lyapunov_spectrum(
+                    problem, n_steps=n_steps, k=k, renorm_every=interval
+                ).exponents
+            )
         )
-        c, r, out = timed(f, args.repeats)
+        first, out = warm(f)
         err = float(abs(np.asarray(out)[0] - results[jnp.float64][0]))
-        row(case, "lyapax", "float64", c, r, err, "dynjax")
+        row(case, "lyapax", "float64", first, None, err, "dynjax", fn=f)
 
 
 # --- vmapped sweep -------------------------------------------------------------
@@ -247,17 +337,24 @@ def sweep_case(args):
     @eqx.filter_jit
     def sweep(rhos):
         return eqx.filter_vmap(
-            lambda rho: dynjax.lyapunov_spectrum(
-                systems.Lorenz(rho=rho), x0, dt=dt, n_steps=n_steps, interval=10,
-                transient=1.0, tangent_warmup=0,
-            ).exponents
+            lambda rho: (
+                dynjax.lyapunov_spectrum(
+                    systems.Lorenz(rho=rho),
+                    x0,
+                    dt=dt,
+                    n_steps=n_steps,
+                    interval=10,
+                    transient=1.0,
+                    tangent_warmup=0,
+                ).exponents
+            )
         )(rhos)
 
-    c, r, out = timed(lambda: sweep(rhos), args.repeats)
+    fn = lambda: sweep(rhos)  # noqa: E731
+    first, out = warm(fn)
     # Liouville: every spectrum sums to -(sigma + 1 + beta)
     err = float(np.max(np.abs(np.asarray(out).sum(axis=1) + 11.0 + 8.0 / 3.0)))
-    row(case, "dynjax", f"{n / r:.0f} spectra/s", c, r, err, "dynjax",
-        "error: max |sum + 13.667|")
+    row(case, "dynjax", f"{n} spectra", first, None, err, "dynjax", "SPECTRA", fn=fn)
     try:
         import lyapax
         import lyapax.systems
@@ -271,10 +368,35 @@ def sweep_case(args):
         ).exponents
 
     f = jax.jit(jax.vmap(one))
-    c, r, out = timed(lambda: f(rhos), args.repeats)
+    fn2 = lambda: f(rhos)  # noqa: E731
+    first, out = warm(fn2)
     err = float(np.max(np.abs(np.asarray(out).sum(axis=1) + 11.0 + 8.0 / 3.0)))
-    row(case, "lyapax", f"{n / r:.0f} spectra/s", c, r, err, "dynjax",
-        "error: max |sum + 13.667|")
+    row(case, "lyapax", f"{n} spectra", first, None, err, "dynjax", "SPECTRA", fn=fn2)
+
+
+# --- k < d ----------------------------------------------------------------
+
+
+def partial_case(args):
+    n, n_steps = 40, args.l96_steps
+    case = f"Lorenz96 N={n} F=8, {n_steps} RK4 steps dt=0.01: cost against k"
+    l96 = systems.Lorenz96(N=n, F=8.0)
+    x0 = l96.default_x0()
+    for k in (n, 10, 1):
+
+        def run(k=k):
+            return dynjax.lyapunov_spectrum(
+                l96,
+                x0,
+                k=k,
+                dt=0.01,
+                n_steps=n_steps,
+                transient=1.0,
+                tangent_warmup=0,
+            ).exponents
+
+        first, out = warm(run)
+        row(case, "dynjax", f"k={k}", first, None, None, "dynjax", "", fn=run)
 
 
 def print_table():
@@ -282,7 +404,10 @@ def print_table():
     for rw in ROWS:
         if rw["lib"] == "dynjax" and rw["case"] not in base and rw["run_s"]:
             base[rw["case"]] = rw["run_s"]
-    header = f"{'library':<28}{'configuration':<40}{'compile s':>10}{'run s':>10}{'error':>11}{'peer/dynjax':>13}  note"
+    header = (
+        f"{'library':<28}{'configuration':<40}{'compile s':>10}{'run s':>10}"
+        f"{'error':>11}{'peer/dynjax':>13}  note"
+    )
     current = None
     for rw in ROWS:
         if rw["case"] != current:
@@ -291,7 +416,13 @@ def print_table():
             print(current)
             print(header)
             print("-" * len(header))
-        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+
+        def fmt(v, f):
+            return format("-", ">" + f.split(".")[0]) if v is None else format(v, f)
+
+        if rw["note"] == "SPECTRA":
+            n = int(rw["config"].split()[0])
+            rw["note"] = f"{n / rw['run_s']:.0f} spectra/s; error: max |sum + 13.667|"
         ratio = None
         if rw["run_s"] and rw["case"] in base:
             ratio = rw["run_s"] / base[rw["case"]]
@@ -306,32 +437,45 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--skip", default="", help="comma-separated: dysts,jitcode,lorenz,rrn,sweep")
+    p.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated: dysts,jitcode,lorenz,rrn,sweep,partial",
+    )
     p.add_argument("--lorenz-steps", type=int, default=100_000)
-    p.add_argument("--dysts-steps", type=int, default=20_000)
+    p.add_argument("--dysts-steps", type=int, default=2_000)
     p.add_argument("--rrn-d", type=int, default=1000)
     p.add_argument("--rrn-steps", type=int, default=200)
     p.add_argument("--sweep-n", type=int, default=256)
     p.add_argument("--sweep-steps", type=int, default=10_000)
+    p.add_argument("--l96-steps", type=int, default=10_000)
     args = p.parse_args(argv)
     args.skip = set(filter(None, args.skip.split(",")))
     if args.quick:
         args.lorenz_steps, args.dysts_steps = 10_000, 2_000
         args.rrn_d, args.rrn_steps = 200, 50
         args.sweep_n, args.sweep_steps = 16, 1000
+        args.l96_steps = 1000
         args.repeats = 3
     jax.config.update("jax_enable_x64", True)
     dev = jax.devices()[0]
     print(
         f"dynjax {dynjax.__version__}, jax {jax.__version__}, device {dev.device_kind} "
-        f"({dev.platform}), {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+        f"({dev.platform}), {os.cpu_count()} CPU cores, "
+        f"Python {platform.python_version()}"
     )
     if "lorenz" not in args.skip:
         lorenz_case(args)
+        settle(args.repeats)
     if "rrn" not in args.skip:
         rate_network_case(args)
+        settle(args.repeats)
     if "sweep" not in args.skip:
         sweep_case(args)
+        settle(args.repeats)
+    if "partial" not in args.skip:
+        partial_case(args)
+        settle(args.repeats)
     print_table()
 
 

@@ -113,7 +113,9 @@ def test_property_random_linear_flows(lam, V):
     hypothesis.assume(np.linalg.cond(V) < 20)
     A = V @ np.diag(lam) @ np.linalg.inv(V)
     expected = np.sort(np.linalg.eigvals(A).real)[::-1]
-    np.testing.assert_allclose(_linear_flow_spectrum(jnp.asarray(A)), expected, rtol=1e-3)
+    np.testing.assert_allclose(
+        _linear_flow_spectrum(jnp.asarray(A)), expected, rtol=1e-3
+    )
 
 
 @pytest.mark.slow
@@ -138,9 +140,7 @@ def test_lorenz_k_less_than_d(lorenz_full):
         res = dynjax.lyapunov_spectrum(
             systems.Lorenz(), x0, k=k, dt=0.01, t_total=2000.0
         )
-        np.testing.assert_allclose(
-            res.exponents, lorenz_full.exponents[:k], atol=2e-3
-        )
+        np.testing.assert_allclose(res.exponents, lorenz_full.exponents[:k], atol=2e-3)
 
 
 def test_henon_and_max_lyapunov():
@@ -176,8 +176,12 @@ def test_cat_map():
 @pytest.mark.slow
 def test_rossler_largest():
     res = dynjax.max_lyapunov(
-        systems.Rossler(), jnp.array([1.0, 1.0, 0.0]), dt=0.05, t_total=20_000.0,
-        interval=4, transient=100.0,
+        systems.Rossler(),
+        jnp.array([1.0, 1.0, 0.0]),
+        dt=0.05,
+        t_total=20_000.0,
+        interval=4,
+        transient=100.0,
     )
     assert abs(res.exponents[0] - 0.0714) < 5e-3
 
@@ -235,9 +239,7 @@ def test_driven_linear_map_ignores_inputs():
     B = jnp.array([[1.0], [0.5]])
     system = dynjax.DrivenMap(lambda x, u, p: p["A"] @ x + p["B"] @ u, {"A": A, "B": B})
     u = jax.random.normal(jax.random.key(0), (5000, 1))
-    res = dynjax.lyapunov_spectrum(
-        system, jnp.zeros(2), inputs=u, tangent_warmup=100
-    )
+    res = dynjax.lyapunov_spectrum(system, jnp.zeros(2), inputs=u, tangent_warmup=100)
     expected = np.sort(np.log(np.abs(np.linalg.eigvals(np.asarray(A)))))[::-1]
     np.testing.assert_allclose(res.exponents, expected, rtol=1e-3)
 
@@ -249,7 +251,9 @@ def test_tanh_rnn_sum_equals_log_det():
     kW, kU, ku = jax.random.split(jax.random.key(1), 3)
     W = 0.9 * jax.random.normal(kW, (d, d)) / np.sqrt(d)
     U = jax.random.normal(kU, (d, m))
-    rnn = dynjax.DrivenMap(lambda h, u, p: jnp.tanh(p["W"] @ h + p["U"] @ u), {"W": W, "U": U})
+    rnn = dynjax.DrivenMap(
+        lambda h, u, p: jnp.tanh(p["W"] @ h + p["U"] @ u), {"W": W, "U": U}
+    )
     u = jax.random.normal(ku, (T, m))
     h0 = jnp.zeros(d)
     res = dynjax.lyapunov_spectrum(rnn, h0, inputs=u)
@@ -275,7 +279,9 @@ def test_vmap_over_parameters_and_initial_states():
 
     rhos = jnp.array([20.0, 28.0, 35.0])
     batched = eqx.filter_vmap(spectrum, in_axes=(0, None))(rhos, x0)
-    looped = jnp.stack([eqx.filter_vmap(spectrum, in_axes=(0, None))(r[None], x0)[0] for r in rhos])
+    looped = jnp.stack(
+        [eqx.filter_vmap(spectrum, in_axes=(0, None))(r[None], x0)[0] for r in rhos]
+    )
     np.testing.assert_allclose(batched, looped, rtol=1e-10)
     x0s = x0 + 0.1 * jnp.arange(4.0)[:, None]
     over_x0 = eqx.filter_vmap(spectrum, in_axes=(None, 0))(rhos[1], x0s)

@@ -53,7 +53,9 @@ def test_ftle_of_constant_map_is_constant():
     res = dynjax.finite_time_lyapunov(
         systems.LinearMap(A), jnp.zeros(2), tau=5, n_windows=8, transient=0
     )
-    np.testing.assert_allclose(res.exponents, np.tile([np.log(2), -np.log(2)], (8, 1)), rtol=1e-10)
+    np.testing.assert_allclose(
+        res.exponents, np.tile([np.log(2), -np.log(2)], (8, 1)), rtol=1e-10
+    )
 
 
 # --- covariant Lyapunov vectors --------------------------------------------
@@ -72,8 +74,11 @@ def test_clvs_of_constant_non_normal_map_are_eigenvectors(A):
     order = np.argsort(-np.abs(mu))
     mu, V = mu[order], V[:, order]
     res = dynjax.covariant_lyapunov_vectors(
-        systems.LinearMap(jnp.asarray(A)), jnp.zeros(A.shape[0]), n_samples=6,
-        transient=0, backward_warmup=60,
+        systems.LinearMap(jnp.asarray(A)),
+        jnp.zeros(A.shape[0]),
+        n_samples=6,
+        transient=0,
+        backward_warmup=60,
     )
     for j in range(6):
         for i in range(A.shape[0]):
@@ -88,11 +93,17 @@ def test_lorenz_neutral_clv_is_the_flow_direction():
     # vector field f(x) itself (time-translation invariance).
     lorenz = systems.Lorenz()
     res = dynjax.covariant_lyapunov_vectors(
-        lorenz, jnp.array([1.0, 1.0, 1.0]), n_samples=50, dt=0.005, interval=2,
+        lorenz,
+        jnp.array([1.0, 1.0, 1.0]),
+        n_samples=50,
+        dt=0.005,
+        interval=2,
         backward_warmup=1000,
     )
     f = jax.vmap(lambda x: lorenz.vector_field(0.0, x))(res.xs)
-    cos = jnp.abs(jnp.sum(f * res.vectors[:, :, 1], axis=1)) / jnp.linalg.norm(f, axis=1)
+    cos = jnp.abs(jnp.sum(f * res.vectors[:, :, 1], axis=1)) / jnp.linalg.norm(
+        f, axis=1
+    )
     np.testing.assert_allclose(cos, 1.0, atol=1e-4)
 
 
@@ -102,9 +113,13 @@ def test_lorenz_neutral_clv_is_the_flow_direction():
 def test_kaplan_yorke_dimension_hand_values():
     ky = dynjax.kaplan_yorke_dimension
     # Lorenz, Sprott 2003 values: 2 + 0.9056 / 14.5723
-    np.testing.assert_allclose(ky(jnp.array([0.9056, 0.0, -14.5723])), 2 + 0.9056 / 14.5723)
+    np.testing.assert_allclose(
+        ky(jnp.array([0.9056, 0.0, -14.5723])), 2 + 0.9056 / 14.5723
+    )
     # Henon: 1 + 0.41922 / 1.62319 = 1.2583 (Russell, Hanson & Ott 1980 report 1.26)
-    np.testing.assert_allclose(ky(jnp.array([0.41922, -1.62319])), 1 + 0.41922 / 1.62319)
+    np.testing.assert_allclose(
+        ky(jnp.array([0.41922, -1.62319])), 1 + 0.41922 / 1.62319
+    )
     np.testing.assert_allclose(ky(jnp.array([-1.0, 0.5, -0.2])), 2.3)  # unsorted input
     assert float(ky(jnp.array([-0.1, -2.0]))) == 0.0  # stable fixed point
     assert float(ky(jnp.array([1.0, 0.5]))) == 2.0  # expanding: all k directions
@@ -113,12 +128,16 @@ def test_kaplan_yorke_dimension_hand_values():
 
 
 def test_ks_entropy_pesin():
-    np.testing.assert_allclose(dynjax.ks_entropy(jnp.array([0.9056, 0.0, -14.5723])), 0.9056)
+    np.testing.assert_allclose(
+        dynjax.ks_entropy(jnp.array([0.9056, 0.0, -14.5723])), 0.9056
+    )
     assert float(dynjax.ks_entropy(jnp.array([-0.1, -1.0]))) == 0.0
     # Cat map (Anosov, area preserving): h_KS = log((3 + sqrt 5) / 2) (Sinai).
     cat = systems.CatMap()
     res = dynjax.lyapunov_spectrum(cat, cat.default_x0(), n_steps=500)
-    np.testing.assert_allclose(dynjax.ks_entropy(res), np.log((3 + np.sqrt(5)) / 2), rtol=1e-8)
+    np.testing.assert_allclose(
+        dynjax.ks_entropy(res), np.log((3 + np.sqrt(5)) / 2), rtol=1e-8
+    )
     np.testing.assert_allclose(dynjax.kaplan_yorke_dimension(res), 2.0, rtol=1e-8)
 
 
@@ -127,7 +146,10 @@ def test_ks_entropy_pesin():
 
 def _logistic_exponent(r):
     return dynjax.max_lyapunov(
-        systems.Logistic(r=r), jnp.array([0.3]), n_steps=400, transient=200,
+        systems.Logistic(r=r),
+        jnp.array([0.3]),
+        n_steps=400,
+        transient=200,
         tangent_warmup=0,
     ).exponents[0]
 
@@ -140,7 +162,10 @@ def test_grad_logistic_periodic_window():
     np.testing.assert_allclose(value, 0.5 * np.log(abs(4 + 2 * r - r * r)), rtol=1e-10)
     grad = float(jax.grad(_logistic_exponent)(jnp.asarray(r)))
     h = 1e-5
-    fd = (float(_logistic_exponent(jnp.asarray(r + h))) - float(_logistic_exponent(jnp.asarray(r - h)))) / (2 * h)
+    fd = (
+        float(_logistic_exponent(jnp.asarray(r + h)))
+        - float(_logistic_exponent(jnp.asarray(r - h)))
+    ) / (2 * h)
     np.testing.assert_allclose(grad, fd, rtol=1e-3)
     np.testing.assert_allclose(grad, (1 - r) / (4 + 2 * r - r * r), rtol=1e-6)
 
@@ -149,7 +174,9 @@ def test_grad_linear_map():
     # A = [[a, 1], [0, 0.5]] with |a| > 0.5: lambda_1 = log a, d/da = 1/a.
     def top(a):
         A = jnp.array([[1.0, 1.0], [0.0, 0.5]]).at[0, 0].set(a)
-        return dynjax.max_lyapunov(systems.LinearMap(A), jnp.zeros(2), n_steps=300, transient=0).exponents[0]
+        return dynjax.max_lyapunov(
+            systems.LinearMap(A), jnp.zeros(2), n_steps=300, transient=0
+        ).exponents[0]
 
     a = 1.7
     grad = float(jax.grad(top)(jnp.asarray(a)))
@@ -166,14 +193,21 @@ def test_grad_of_short_window_ftle_of_chaotic_flow():
 
     def ftle(rho):
         return dynjax.finite_time_lyapunov(
-            systems.Lorenz(rho=rho), x0, tau=1.0, n_windows=1, dt=0.01,
-            transient=0.0, tangent_warmup=0,
+            systems.Lorenz(rho=rho),
+            x0,
+            tau=1.0,
+            n_windows=1,
+            dt=0.01,
+            transient=0.0,
+            tangent_warmup=0,
         ).exponents[0, 0]
 
     rho = 28.0
     grad = float(jax.grad(ftle)(jnp.asarray(rho)))
     h = 1e-4
-    fd = (float(ftle(jnp.asarray(rho + h))) - float(ftle(jnp.asarray(rho - h)))) / (2 * h)
+    fd = (float(ftle(jnp.asarray(rho + h))) - float(ftle(jnp.asarray(rho - h)))) / (
+        2 * h
+    )
     np.testing.assert_allclose(grad, fd, rtol=1e-3)
 
 
@@ -186,7 +220,9 @@ def lorenz_runs():
     kw = dict(dt=0.01, interval=10)
     whole = dynjax.lyapunov_spectrum(systems.Lorenz(), x0, n_steps=4000, **kw)
     first = dynjax.lyapunov_spectrum(systems.Lorenz(), x0, n_steps=2000, **kw)
-    second = dynjax.lyapunov_spectrum(systems.Lorenz(), x0, n_steps=2000, state=first.state, **kw)
+    second = dynjax.lyapunov_spectrum(
+        systems.Lorenz(), x0, n_steps=2000, state=first.state, **kw
+    )
     return whole, first, second
 
 
@@ -214,7 +250,11 @@ def test_resume_driven_map_split_inputs():
 def test_progress_chunks_equal_one_run(lorenz_runs):
     whole, _, _ = lorenz_runs
     chunked = dynjax.lyapunov_spectrum(
-        systems.Lorenz(), jnp.array([1.0, 1.0, 1.0]), n_steps=4000, dt=0.01, interval=10,
+        systems.Lorenz(),
+        jnp.array([1.0, 1.0, 1.0]),
+        n_steps=4000,
+        dt=0.01,
+        interval=10,
         progress=4,
     )
     np.testing.assert_allclose(chunked.exponents, whole.exponents, atol=1e-10)
@@ -280,14 +320,20 @@ def test_sharded_parameter_sweep_equals_unsharded():
         out = sweep(sharded)
         assert len(out.sharding.device_set) == 4, out.sharding
         ref = sweep(rhos)
-        np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            np.asarray(out), np.asarray(ref), rtol=1e-12, atol=1e-12
+        )
         print("OK")
         """
     )
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "OK" in proc.stdout
@@ -324,14 +370,18 @@ def test_map_and_driven_map_errors():
     with pytest.raises(ValueError, match="shape \\(T, m\\)"):
         dynjax.lyapunov_spectrum(rnn, jnp.zeros(2), inputs=jnp.zeros(10))
     with pytest.raises(ValueError, match="leaves no steps"):
-        dynjax.lyapunov_spectrum(rnn, jnp.zeros(2), inputs=jnp.zeros((5, 2)), transient=5)
+        dynjax.lyapunov_spectrum(
+            rnn, jnp.zeros(2), inputs=jnp.zeros((5, 2)), transient=5
+        )
     with pytest.raises(ValueError, match="dimension"):
         dynjax.lyapunov_spectrum(systems.Lorenz(), jnp.ones(2))
 
 
 def test_non_finite_x0():
     with pytest.raises(Exception, match="non-finite"):
-        dynjax.lyapunov_spectrum(systems.Lorenz(), jnp.array([1.0, jnp.nan, 0.0]), t_total=1.0)
+        dynjax.lyapunov_spectrum(
+            systems.Lorenz(), jnp.array([1.0, jnp.nan, 0.0]), t_total=1.0
+        )
 
 
 def test_diverging_trajectory():
@@ -348,7 +398,9 @@ def test_tangent_overflow_and_collapse():
     # 1e360 (overflow) ...
     big = systems.LinearMap(jnp.diag(jnp.array([1e6, 1e-6])))
     with pytest.raises(Exception, match="overflowed"):
-        dynjax.lyapunov_spectrum(big, jnp.zeros(2), n_steps=600, interval=60, transient=0)
+        dynjax.lyapunov_spectrum(
+            big, jnp.zeros(2), n_steps=600, interval=60, transient=0
+        )
     res = dynjax.lyapunov_spectrum(
         big, jnp.zeros(2), n_steps=600, interval=60, transient=0, throw=False
     )
@@ -360,7 +412,9 @@ def test_tangent_overflow_and_collapse():
         small, jnp.zeros(2), n_steps=400, interval=40, transient=0, throw=False
     )
     assert res.result == dynjax.RESULTS.degenerate_tangent
-    ok = dynjax.lyapunov_spectrum(small, jnp.zeros(2), n_steps=400, interval=4, transient=0)
+    ok = dynjax.lyapunov_spectrum(
+        small, jnp.zeros(2), n_steps=400, interval=4, transient=0
+    )
     np.testing.assert_allclose(ok.exponents, [np.log(2), -np.log(2)], rtol=1e-10)
 
 
@@ -383,3 +437,51 @@ def test_lyapunov_convergence_plot():
     assert len(ax.lines) == 3  # two exponents and the zero line
     for i in range(2):
         np.testing.assert_allclose(ax.lines[i].get_ydata()[-1], res.exponents[i])
+
+
+# --- merged matrix products ----------------------------------------------------
+
+
+def test_merged_products_match_dense_jacobian(monkeypatch):
+    # f(h) = -h + J tanh(h): Df = -I + J diag(1 - tanh^2 h), formed densely with
+    # numpy as the reference. With merging on, the primal and tangent products
+    # with J must become one dot_general and give the same numbers.
+    from dynjax._lyapunov import _fuse
+    from dynjax._lyapunov._tangent import jvp_columns
+
+    net = systems.RandomRateNetwork(30, 2.0, key=jax.random.key(5))
+    x = net.default_x0() * 5
+    V = jax.random.normal(jax.random.key(6), (30, 4))
+
+    def make_f():  # a fresh function each time: JAX caches traces per function
+        return lambda V: jvp_columns(lambda y: net.vector_field(0.0, y), x, V)
+
+    J, xn = np.asarray(net.J), np.asarray(x)
+    fx_ref = -xn + J @ np.tanh(xn)
+    JV_ref = (-np.eye(30) + J * (1 - np.tanh(xn) ** 2)[None, :]) @ np.asarray(V)
+    for enabled, n_dots in ((True, 1), (False, 2)):
+        monkeypatch.setattr(_fuse, "ENABLED", enabled)
+        fx, JV = jax.jit(make_f())(V)
+        np.testing.assert_allclose(fx, fx_ref, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(JV, JV_ref, rtol=1e-12, atol=1e-12)
+        jaxpr = jax.make_jaxpr(make_f())(V)
+        dots = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
+        assert len(dots) == n_dots
+    # and through a whole run (including reverse-mode gradients)
+    monkeypatch.setattr(_fuse, "ENABLED", True)
+
+    def top(scale):
+        return dynjax.max_lyapunov(
+            eqx.tree_at(lambda n: n.J, net, net.J * scale),
+            x,
+            dt=0.05,
+            n_steps=40,
+            transient=0.0,
+            tangent_warmup=0,
+        ).exponents[0]
+
+    merged, g_merged = jax.value_and_grad(top)(1.0)
+    monkeypatch.setattr(_fuse, "ENABLED", False)
+    separate, g_separate = jax.value_and_grad(top)(1.0)
+    np.testing.assert_allclose(merged, separate, rtol=1e-10)
+    np.testing.assert_allclose(g_merged, g_separate, rtol=1e-8)

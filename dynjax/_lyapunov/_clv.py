@@ -128,7 +128,11 @@ def covariant_lyapunov_vectors(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"`{name}` must be an int >= {low}, got {value!r}.")
-    interval_ = interval if interval is not None else (10 if isinstance(system, AbstractFlow) else 1)
+    interval_ = (
+        interval
+        if interval is not None
+        else (10 if isinstance(system, AbstractFlow) else 1)
+    )
     plan = _plan(
         system,
         x0,

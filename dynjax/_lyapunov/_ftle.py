@@ -4,7 +4,6 @@ from typing import Literal
 
 import diffrax as dfx
 import equinox as eqx
-import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import Args, Inputs, StateLike
