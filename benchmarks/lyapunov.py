@@ -283,7 +283,7 @@ def rate_network_case(args):
                     net_t, x0.astype(dtype)
                 )
                 first, out = warm(fn)
-            _fuse.ENABLED = None
+            _fuse.ENABLED = default_merge
             out = np.asarray(out, dtype=np.float64)
             results.setdefault(dtype, out)
             err = float(abs(out[0] - results[jnp.float64][0]))

@@ -30,8 +30,8 @@ def jvp_columns(
     """`fn(x)` and `Dfn(x) @ V` without forming `Dfn(x)`.
 
     `jax.jvp` is vmapped over the columns of `V` with the primal unbatched, so the
-    primal is evaluated once. On accelerators, a matrix product that the primal
-    and the tangents both apply to the same matrix (a network's `J @ tanh(h)` and
+    primal is evaluated once. A matrix product that the primal and the tangents
+    both apply to the same matrix (a network's `J @ tanh(h)` and
     `J @ (sech^2(h) V)`) is evaluated as one product that reads the matrix once
     (`fused_call`).
     """
