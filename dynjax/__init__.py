@@ -69,4 +69,7 @@ from ._periodic import (
 )
 
 
-__version__ = importlib.metadata.version("dynjax")
+try:
+    __version__ = importlib.metadata.version("dynjax")
+except importlib.metadata.PackageNotFoundError:  # a source checkout on sys.path
+    __version__ = "0+unknown"
