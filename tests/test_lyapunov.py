@@ -242,6 +242,10 @@ def test_driven_linear_map_ignores_inputs():
     res = dynjax.lyapunov_spectrum(system, jnp.zeros(2), inputs=u, tangent_warmup=100)
     expected = np.sort(np.log(np.abs(np.linalg.eigvals(np.asarray(A)))))[::-1]
     np.testing.assert_allclose(res.exponents, expected, rtol=1e-3)
+    dense = dynjax.lyapunov_spectrum(
+        system, jnp.zeros(2), inputs=u, tangent_warmup=100, method="jacobian"
+    )
+    np.testing.assert_allclose(dense.exponents, res.exponents, rtol=1e-10)
 
 
 def test_tanh_rnn_sum_equals_log_det():
