@@ -3,7 +3,49 @@
 import importlib.metadata
 
 from . import plot as plot, systems as systems
+from ._equilibria import (
+    check_lyapunov_function as check_lyapunov_function,
+    Equilibria as Equilibria,
+    find_equilibria as find_equilibria,
+    learn_lyapunov_function as learn_lyapunov_function,
+    LearnedLyapunov as LearnedLyapunov,
+    linear_flow as linear_flow,
+    linear_modes as linear_modes,
+    Linearization as Linearization,
+    linearize as linearize,
+    LinearModes as LinearModes,
+    LyapunovCheck as LyapunovCheck,
+    LyapunovNetwork as LyapunovNetwork,
+    Manifold as Manifold,
+    max_learning_rate as max_learning_rate,
+    max_stable_step as max_stable_step,
+    MaxStableStep as MaxStableStep,
+    Stability as Stability,
+    stable_manifold as stable_manifold,
+    unstable_manifold as unstable_manifold,
+)
 from ._evolve import Trajectory as Trajectory, trajectory as trajectory
+from ._lyapunov import (
+    covariant_lyapunov_vectors as covariant_lyapunov_vectors,
+    CovariantLyapunovVectors as CovariantLyapunovVectors,
+    finite_time_lyapunov as finite_time_lyapunov,
+    FiniteTimeLyapunov as FiniteTimeLyapunov,
+    kaplan_yorke_dimension as kaplan_yorke_dimension,
+    ks_entropy as ks_entropy,
+    lyapunov_spectrum as lyapunov_spectrum,
+    LyapunovInterrupted as LyapunovInterrupted,
+    LyapunovResult as LyapunovResult,
+    LyapunovState as LyapunovState,
+    max_lyapunov as max_lyapunov,
+)
+from ._periodic import (
+    find_periodic_orbit as find_periodic_orbit,
+    PeriodicOrbit as PeriodicOrbit,
+    poincare_map as poincare_map,
+    poincare_section as poincare_section,
+    PoincareMap as PoincareMap,
+    PoincareSection as PoincareSection,
+)
 from ._results import RESULTS as RESULTS
 from ._system import (
     AbstractDrivenMap as AbstractDrivenMap,
@@ -20,52 +62,6 @@ from ._system import (
     Flow as Flow,
     jacobian as jacobian,
     Map as Map,
-)
-
-# --- Lyapunov engine (issue 4) ---
-from ._lyapunov import (
-    covariant_lyapunov_vectors as covariant_lyapunov_vectors,
-    CovariantLyapunovVectors as CovariantLyapunovVectors,
-    finite_time_lyapunov as finite_time_lyapunov,
-    FiniteTimeLyapunov as FiniteTimeLyapunov,
-    kaplan_yorke_dimension as kaplan_yorke_dimension,
-    ks_entropy as ks_entropy,
-    lyapunov_spectrum as lyapunov_spectrum,
-    LyapunovInterrupted as LyapunovInterrupted,
-    LyapunovResult as LyapunovResult,
-    LyapunovState as LyapunovState,
-    max_lyapunov as max_lyapunov,
-)
-
-# --- Local analysis (issue 5) ---
-from ._equilibria import (
-    check_lyapunov_function as check_lyapunov_function,
-    Equilibria as Equilibria,
-    find_equilibria as find_equilibria,
-    learn_lyapunov_function as learn_lyapunov_function,
-    LearnedLyapunov as LearnedLyapunov,
-    linear_flow as linear_flow,
-    linear_modes as linear_modes,
-    LinearModes as LinearModes,
-    Linearization as Linearization,
-    linearize as linearize,
-    LyapunovCheck as LyapunovCheck,
-    LyapunovNetwork as LyapunovNetwork,
-    Manifold as Manifold,
-    max_learning_rate as max_learning_rate,
-    max_stable_step as max_stable_step,
-    MaxStableStep as MaxStableStep,
-    Stability as Stability,
-    stable_manifold as stable_manifold,
-    unstable_manifold as unstable_manifold,
-)
-from ._periodic import (
-    find_periodic_orbit as find_periodic_orbit,
-    PeriodicOrbit as PeriodicOrbit,
-    poincare_map as poincare_map,
-    poincare_section as poincare_section,
-    PoincareMap as PoincareMap,
-    PoincareSection as PoincareSection,
 )
 
 

@@ -25,11 +25,7 @@ def _lookup(name: str) -> type:
     if name.lower() in folded:
         return catalogue[folded[name.lower()]]
     close = difflib.get_close_matches(name.lower(), list(folded), n=3, cutoff=0.5)
-    hint = (
-        f" Did you mean {', '.join(folded[c] for c in close)}?"
-        if close
-        else ""
-    )
+    hint = f" Did you mean {', '.join(folded[c] for c in close)}?" if close else ""
     raise SystemExit(
         f"dynjax: unknown system {name!r}.{hint} Run `dynjax systems` to list the "
         "catalogue."

@@ -135,19 +135,31 @@ def phase_portrait(
     F = np.asarray(jax.vmap(lambda x: system.vector_field(0.0, x, args))(pts))
     U, V = F[:, 0].reshape(X.shape), F[:, 1].reshape(X.shape)
     speed = np.hypot(U, V)
-    ax.streamplot(X, Y, U, V, density=density, color=np.log1p(speed), cmap="Greys",
-                  linewidth=0.6, arrowsize=0.8)
+    ax.streamplot(
+        X,
+        Y,
+        U,
+        V,
+        density=density,
+        color=np.log1p(speed),
+        cmap="Greys",
+        linewidth=0.6,
+        arrowsize=0.8,
+    )
     if nullclines:
-        ax.contour(X, Y, U, levels=[0.0], colors="tab:orange", linewidths=1.0,
-                   linestyles="--")
-        ax.contour(X, Y, V, levels=[0.0], colors="tab:green", linewidths=1.0,
-                   linestyles="--")
+        ax.contour(
+            X, Y, U, levels=[0.0], colors="tab:orange", linewidths=1.0, linestyles="--"
+        )
+        ax.contour(
+            X, Y, V, levels=[0.0], colors="tab:green", linewidths=1.0, linestyles="--"
+        )
         ax.plot([], [], "--", color="tab:orange", lw=1, label="x' = 0")
         ax.plot([], [], "--", color="tab:green", lw=1, label="y' = 0")
     x0s = np.asarray(trajectories, dtype=float).reshape(-1, 2)
     for x0 in x0s:
-        traj = _trajectory(system, jnp.asarray(x0), t1=t1, n_save=1001, args=args,
-                           throw=False)
+        traj = _trajectory(
+            system, jnp.asarray(x0), t1=t1, n_save=1001, args=args, throw=False
+        )
         path = np.asarray(traj.xs)
         ax.plot(path[:, 0], path[:, 1], color="tab:blue", lw=1.0)
         ax.plot(*x0, ".", color="tab:blue")
@@ -156,20 +168,39 @@ def phase_portrait(
         color = "tab:blue" if stable else "tab:red"
         for branch in np.asarray(m.branches):
             ax.plot(branch[:, 0], branch[:, 1], color=color, lw=1.6)
-        ax.plot([], [], color=color, lw=1.6,
-                label="stable manifold" if stable else "unstable manifold")
+        ax.plot(
+            [],
+            [],
+            color=color,
+            lw=1.6,
+            label="stable manifold" if stable else "unstable manifold",
+        )
     for orbit in orbits:
         path = np.asarray(orbit.xs)
-        ax.plot(path[:, 0], path[:, 1], color="tab:purple", lw=2.0,
-                label=f"periodic orbit, T = {float(orbit.period):.4g}")
+        ax.plot(
+            path[:, 0],
+            path[:, 1],
+            color="tab:purple",
+            lw=2.0,
+            label=f"periodic orbit, T = {float(orbit.period):.4g}",
+        )
     if isinstance(equilibria, Equilibria):
         equilibria = equilibria.unique
     labelled = set()
     for x_star in np.asarray(equilibria, dtype=float).reshape(-1, 2):
         name = linearize(system, jnp.asarray(x_star), args=args).stability_name
         marker, edge, face = _CLASS_MARKERS[name]
-        ax.plot(*x_star, marker=marker, ms=9, mec=edge, mfc=face, mew=1.5, ls="none",
-                label=None if name in labelled else name, zorder=5)
+        ax.plot(
+            *x_star,
+            marker=marker,
+            ms=9,
+            mec=edge,
+            mfc=face,
+            mew=1.5,
+            ls="none",
+            label=None if name in labelled else name,
+            zorder=5,
+        )
         labelled.add(name)
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)

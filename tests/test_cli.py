@@ -39,7 +39,7 @@ def test_systems_lists_catalogue(capsys):
     out = capsys.readouterr().out
     assert "Lorenz" in out and "sigma=10, rho=28, beta=2.66667" in out
     assert main(["systems", "Lorenz"]) == 0
-    assert "Lorenz, \"Deterministic nonperiodic flow\"" in capsys.readouterr().out
+    assert 'Lorenz, "Deterministic nonperiodic flow"' in capsys.readouterr().out
 
 
 def test_simulate_map_writes_figure_and_final_state(tmp_path, capsys):

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,7 +13,9 @@ from dynjax._cli import main
 
 
 def test_wrong_dimension_x0():
-    with pytest.raises(ValueError, match=r"dimension 2 but the system has dimension d=3"):
+    with pytest.raises(
+        ValueError, match=r"dimension 2 but the system has dimension d=3"
+    ):
         dynjax.trajectory(dynjax.systems.Lorenz(), jnp.ones(2), t1=1.0)
     with pytest.raises(ValueError, match=r"1-D state vector"):
         dynjax.trajectory(dynjax.systems.Lorenz(), jnp.ones((2, 3)), t1=1.0)
@@ -24,7 +25,9 @@ def test_wrong_dimension_x0():
 
 def test_nonfinite_x0():
     with pytest.raises(eqx.EquinoxRuntimeError, match="non-finite"):
-        dynjax.trajectory(dynjax.systems.Lorenz(), jnp.array([1.0, jnp.nan, 0.0]), t1=1.0)
+        dynjax.trajectory(
+            dynjax.systems.Lorenz(), jnp.array([1.0, jnp.nan, 0.0]), t1=1.0
+        )
     henon = dynjax.Map(lambda n, x, p: x, None)
     with pytest.raises(eqx.EquinoxRuntimeError, match="non-finite"):
         dynjax.trajectory(henon, jnp.array([jnp.inf, 0.0]), n_steps=3)
@@ -98,7 +101,9 @@ def test_transforms_reject_wrong_kind():
 
 
 def test_cli_unknown_system(capsys):
-    with pytest.raises(SystemExit, match=r"unknown system 'lorentz'.*Did you mean Lorenz"):
+    with pytest.raises(
+        SystemExit, match=r"unknown system 'lorentz'.*Did you mean Lorenz"
+    ):
         main(["systems", "lorentz"])
     with pytest.raises(SystemExit, match=r"unknown system 'nosuchthing'"):
         main(["simulate", "nosuchthing"])

@@ -205,9 +205,7 @@ def test_vmap_over_initial_conditions_equals_loop_and_does_not_retrace():
 
     x0s = jax.random.normal(jax.random.key(1), (64, 3)) * 5.0
     batched = batch(x0s)
-    looped = jnp.stack(
-        [dynjax.trajectory(lorenz, y, t1=0.5, n_save=3).xs for y in x0s]
-    )
+    looped = jnp.stack([dynjax.trajectory(lorenz, y, t1=0.5, n_save=3).xs for y in x0s])
     np.testing.assert_allclose(batched, looped, rtol=1e-10, atol=1e-10)
     batch(x0s + 1.0)  # new values, same shapes: must not trace again
 
@@ -248,7 +246,11 @@ def test_float32_runs_and_keeps_dtype():
         assert sol.xs.dtype == jnp.float32
         reference = scipy.integrate.solve_ivp(
             lambda t, y: np.asarray(
-                [10 * (y[1] - y[0]), y[0] * (28 - y[2]) - y[1], y[0] * y[1] - 8 / 3 * y[2]]
+                [
+                    10 * (y[1] - y[0]),
+                    y[0] * (28 - y[2]) - y[1],
+                    y[0] * y[1] - 8 / 3 * y[2],
+                ]
             ),
             (0, 1),
             np.ones(3),

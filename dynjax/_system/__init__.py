@@ -6,10 +6,10 @@ from ._base import (
 )
 from ._jacobian import jacobian as jacobian
 from ._transforms import (
-    Autonomized as Autonomized,
     autonomize as autonomize,
-    EulerMap as EulerMap,
+    Autonomized as Autonomized,
     euler_map as euler_map,
+    EulerMap as EulerMap,
     first_order as first_order,
     FirstOrder as FirstOrder,
 )
