@@ -10,7 +10,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, Shaped
 from .._custom_types import Args, Inputs, StateLike
 from .._results import RESULTS
 from .._system import AbstractFlow, AbstractSystem
-from ._spectrum import _plan, _run
+from ._spectrum import _plan
 
 
 class CovariantLyapunovVectors(eqx.Module):
@@ -36,19 +36,8 @@ class CovariantLyapunovVectors(eqx.Module):
 
 @eqx.filter_jit
 def _clv(plan, args, n_samples, throw):
-    state, cum, times, code, (_, (ts, xs, Qs, Rs)) = _run(
-        plan.tangent,
-        plan.initial_state(),
-        plan.dt,
-        plan.inputs,
-        args,
-        n_transient=plan.n_transient,
-        n_warmup=plan.n_warmup,
-        interval=plan.interval,
-        n_blocks=plan.n_blocks,
-        remainder=0,
-        method="matrix-free",
-        store_qr=True,
+    state, cum, times, code, (_, (ts, xs, Qs, Rs)) = plan.run(
+        args, remainder=0, method="matrix-free", store_qr=True
     )
     k = Qs.shape[-1]
 

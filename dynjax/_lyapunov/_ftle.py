@@ -9,7 +9,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._custom_types import Args, Inputs, StateLike
 from .._results import RESULTS
 from .._system import AbstractFlow, AbstractSystem
-from ._spectrum import _plan, _run, LyapunovState
+from ._spectrum import _plan, LyapunovState
 
 
 class FiniteTimeLyapunov(eqx.Module):
@@ -37,19 +37,7 @@ class FiniteTimeLyapunov(eqx.Module):
 
 @eqx.filter_jit
 def _ftle(plan, args, windows, blocks_per_window, throw):
-    state, _, times, code, (log_r, _) = _run(
-        plan.tangent,
-        plan.initial_state(),
-        plan.dt,
-        plan.inputs,
-        args,
-        n_transient=plan.n_transient,
-        n_warmup=plan.n_warmup,
-        interval=plan.interval,
-        n_blocks=plan.n_blocks,
-        remainder=0,
-        method=plan.method,
-    )
+    state, _, times, code, (log_r, _) = plan.run(args, remainder=0)
     tau = plan.dt * (blocks_per_window * plan.interval)
     sums = log_r.reshape(windows, blocks_per_window, -1).sum(axis=1)
     exponents = sums / tau / plan.log_base

@@ -389,6 +389,23 @@ class _Plan(eqx.Module):
             return self.state
         return _fresh_state(self.x0, self.k, self.key, self.time0)
 
+    def run(self, args, *, remainder: int, method: str | None = None, **kwargs):
+        """`_run` from the initial state with this plan's layout (inside `jit`)."""
+        return _run(
+            self.tangent,
+            self.initial_state(),
+            self.dt,
+            self.inputs,
+            args,
+            n_transient=self.n_transient,
+            n_warmup=self.n_warmup,
+            interval=self.interval,
+            n_blocks=self.n_blocks,
+            remainder=remainder,
+            method=self.method if method is None else method,
+            **kwargs,
+        )
+
 
 def _plan(
     system,
@@ -582,19 +599,7 @@ def _plan(
 
 @eqx.filter_jit
 def _run_and_finish(plan: _Plan, args, throw: bool) -> LyapunovResult:
-    state, cum, times, code, _ = _run(
-        plan.tangent,
-        plan.initial_state(),
-        plan.dt,
-        plan.inputs,
-        args,
-        n_transient=plan.n_transient,
-        n_warmup=plan.n_warmup,
-        interval=plan.interval,
-        n_blocks=plan.n_blocks,
-        remainder=plan.remainder,
-        method=plan.method,
-    )
+    state, cum, times, code, _ = plan.run(args, remainder=plan.remainder)
     stats = _stats(plan, plan.n_blocks, plan.remainder, include_prelude=True)
     return _finish(state, cum, times, code, stats, plan.log_base, throw)
 
