@@ -216,6 +216,23 @@ def test_sum_equals_trace_average(name):
     np.testing.assert_allclose(float(res.exponents.sum()), expected, rtol=1e-3)
 
 
+def test_default_method_rule():
+    # The documented default: the Jacobian method for d <= 4 with interval >= 4,
+    # matrix-free otherwise (maps re-orthonormalized every step). The rule only
+    # picks an ordering, so each default must equal the explicit choice exactly.
+    kw = dict(n_steps=200, transient=0, tangent_warmup=0)
+    flow, x0 = systems.Lorenz(), jnp.array([-5.0, -6.0, 20.0])
+    for method, system, x, extra in (
+        ("jacobian", flow, x0, dict(transient=0.0)),
+        ("matrix-free", systems.Henon(), jnp.zeros(2), {}),
+        ("matrix-free", flow, x0, dict(transient=0.0, interval=2)),
+    ):
+        options = {**kw, **extra}
+        default = dynjax.lyapunov_spectrum(system, x, **options)
+        explicit = dynjax.lyapunov_spectrum(system, x, method=method, **options)
+        np.testing.assert_array_equal(default.exponents, explicit.exponents)
+
+
 def test_diffrax_solver_and_jacobian_method_agree():
     # The tangent of a Runge-Kutta step is the same scheme on the variational
     # equation, so the dense-Jacobian ordering must agree with the matrix-free one
@@ -223,7 +240,7 @@ def test_diffrax_solver_and_jacobian_method_agree():
     # error over a window short enough that the two orbits stay together.
     x0 = jnp.array([-5.0, -6.0, 20.0])
     kw = dict(dt=0.01, t_total=5.0, transient=0.0, tangent_warmup=0)
-    a = dynjax.lyapunov_spectrum(systems.Lorenz(), x0, **kw)
+    a = dynjax.lyapunov_spectrum(systems.Lorenz(), x0, method="matrix-free", **kw)
     b = dynjax.lyapunov_spectrum(systems.Lorenz(), x0, method="jacobian", **kw)
     c = dynjax.lyapunov_spectrum(systems.Lorenz(), x0, solver=dfx.Tsit5(), **kw)
     np.testing.assert_allclose(a.exponents, b.exponents, rtol=1e-9, atol=1e-9)

@@ -14,15 +14,17 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 from .._custom_types import Args, Inputs, State, StateLike, Tangents
 from .._misc import check_state, is_concrete, warn_if_float32
 from .._results import RESULTS
+from .._scan import scan
 from .._system import AbstractDrivenMap, AbstractFlow, AbstractSystem
 from ._fuse import merge_default
 from ._qr import qr_positive, small_matmul
 from ._tangent import (
     AbstractTangentSystem,
+    block_propagators,
+    block_starts,
     state_block,
     tangent_block,
     tangent_system,
-    trajectory_and_jacobians,
 )
 
 
@@ -153,33 +155,23 @@ def _qr_scan(
                 (*start, R) if store_qr else None,
             )
 
-        return jax.lax.scan(body, (time, x, Q, code), us, length=n_blocks)
+        return scan(body, (time, x, Q, code), us, length=n_blocks)
 
     d = x.shape[0]
-    per_chunk = max(1, min(n_blocks, _JACOBIAN_CHUNK_STEPS // interval))
+    per_chunk = max(1, min(n_blocks, _JACOBIAN_CHUNK_ELEMENTS // (d * d)))
     n_full, rest = divmod(n_blocks, per_chunk)
 
     def chunk(carry, us_chunk, nb):
         time, x, Q, code = carry
-        n = nb * interval
-        us_flat = None if us_chunk is None else us_chunk.reshape(n, *us_chunk.shape[2:])
-        time, x, jacs = trajectory_and_jacobians(tangent, time, x, us_flat, n, dt, args)
+        (time, x), (t_starts, x_starts) = block_starts(
+            tangent, time, x, us_chunk, nb, interval, dt, args
+        )
         code = RESULTS.where(
             (code == RESULTS.successful) & ~jnp.all(jnp.isfinite(x)),
             RESULTS.nonfinite_state,
             code,
         )
-        jacs = jacs.reshape(nb, interval, d, d)
-        if interval <= 16:
-            P = jacs[:, 0]
-            for i in range(1, interval):
-                P = small_matmul(jacs[:, i], P)
-        else:
-            P = jax.lax.scan(
-                lambda P, M: (small_matmul(M, P), None),
-                jacs[:, 0],
-                jnp.moveaxis(jacs[:, 1:], 1, 0),
-            )[0]
+        P = block_propagators(tangent, t_starts, x_starts, us_chunk, interval, dt, args)
 
         def qr_body(carry, P_j):
             Q, code = carry
@@ -189,7 +181,7 @@ def _qr_scan(
             code = _block_check(x, W, diag, code)
             return (Q_next, code), (jnp.log(diag), None)
 
-        (Q, code), out = jax.lax.scan(qr_body, (Q, code), P)
+        (Q, code), out = scan(qr_body, (Q, code), P)
         return (time, x, Q, code), out
 
     carry = (time, x, Q, code)
@@ -210,9 +202,12 @@ def _qr_scan(
     return carry, out
 
 
-# Steps per chunk of the Jacobian method: bounds the memory of the stored
-# Jacobians (chunk * d * d floats) while keeping the vectorized part large.
-_JACOBIAN_CHUNK_STEPS = 4096
+# Floats of block propagators (blocks * d * d) per chunk of the Jacobian method:
+# bounds its memory (8 MB in float64) while keeping the vectorized part large.
+_JACOBIAN_CHUNK_ELEMENTS = 2**20
+# The default method is the Jacobian one for d <= 4 and intervals >= 4 steps.
+_JACOBIAN_MAX_D = 4
+_JACOBIAN_MIN_INTERVAL = 4
 
 
 def _fresh_state(x0, k: int, key, time0) -> LyapunovState:
@@ -567,10 +562,13 @@ def _plan(
     if state is not None:
         state = eqx.tree_at(lambda s: s.x, state, check_state(state.x, d, "state.x"))
     if method is None:
-        # Measured on CPU (benchmarks/lyapunov.py): for Lorenz the dense-Jacobian
-        # ordering is no faster than the sequential matrix-free one, and it costs
-        # d instead of k jvps per step and longer compiles, so it is opt-in.
-        method = "matrix-free"
+        # Measured on CPU (benchmarks/lyapunov.py, 1e5 steps): Lorenz with QR
+        # every 10 steps, 2.1x faster with the Jacobian method (k = 3) and 2.3x
+        # (k = 1); Henon with QR every step, 1.4x slower (the sequential QR chain
+        # is then the whole cost); Lorenz96 with d = 8, 1.8x slower (d x d
+        # propagators).
+        small = d <= _JACOBIAN_MAX_D and interval >= _JACOBIAN_MIN_INTERVAL
+        method = "jacobian" if small else "matrix-free"
     if method not in ("jacobian", "matrix-free"):
         raise ValueError(
             f"`method` must be 'jacobian', 'matrix-free' or None, got {method!r}."
@@ -735,9 +733,10 @@ def lyapunov_spectrum(
     with `T` the accumulated time (flows) or number of iterations (maps). Before
     accumulating, the state alone runs through a `transient`, then the tangents
     align with the Oseledets subspaces during `tangent_warmup` QR blocks. The
-    whole run is one compiled `lax.scan`; flows are stepped with a fixed step
+    whole run is compiled (`lax.scan`s); flows are stepped with a fixed step
     `dt` by 4th-order Runge-Kutta (state and tangents together), or by any
-    diffrax `solver`. The cost is proportional to `k`: `k < d` costs less.
+    diffrax `solver`. With `method="matrix-free"` the cost is proportional to
+    `k`: `k < d` costs less.
 
     `vmap` it (with `eqx.filter_vmap`) over initial states or parameters; to shard
     a parameter sweep over several devices, place the batched parameters with a
@@ -799,13 +798,18 @@ def lyapunov_spectrum(
     - `state`: a `LyapunovState` from a previous result, to resume (the transient
         and warm-up are then skipped).
     - `key`: a PRNG key for the random initial tangent block (default `key(0)`).
-    - `method`: how tangents are propagated. `"matrix-free"` (default): the
-        `(d, k)` block step by step with vmapped jvps, at a cost proportional to
-        k. `"jacobian"`: the orbit first, then all one-step Jacobians at once,
-        vectorized over time (parallel in time, which suits accelerators), then
-        multiplied into per-block propagators; only the QR chain stays
-        sequential. It forms d x d Jacobians, so use it for small d only. Both
-        compute the same numbers up to rounding.
+    - `method`: how tangents are propagated; both compute the same numbers up
+        to rounding.
+        - `"matrix-free"`: the `(d, k)` block step by step with vmapped jvps, at
+            a cost proportional to k.
+        - `"jacobian"`: parallel in time. The orbit first (state only, the cheap
+            sequential part), then the `d x d` propagator of every QR block at
+            once (`jax.jacfwd`, vectorized over blocks), then the chain of small
+            QR factorizations. It forms `d x d` propagators whatever `k`, so it
+            suits small `d`.
+        - `None` (default): `"jacobian"` for `d <= 4` with `interval >= 4`
+            (Lorenz, Rossler: about 2x faster on CPU), otherwise
+            `"matrix-free"`.
     - `progress`: `True` or a number of chunks for a tqdm progress bar.
     - `throw`: if `True`, a failure raises an error; otherwise it is reported in
         `result.result` (and the exponents are then not meaningful).

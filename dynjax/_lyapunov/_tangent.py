@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from .._custom_types import State, Tangents
+from .._scan import scan
 from .._system import AbstractDrivenMap, AbstractFlow, AbstractMap, AbstractSystem
 from ._fuse import fused_call, merge_default
 
@@ -204,36 +205,43 @@ def tangent_block(tangent: AbstractTangentSystem, time, x, V, us, n: int, dt, ar
     return jax.lax.scan(body, (time, x, V), us, length=n)[0]
 
 
-def trajectory_and_jacobians(
-    tangent: AbstractTangentSystem, time, x, us, n: int, dt, args
+def block_starts(
+    tangent: AbstractTangentSystem, time, x, us, n_blocks: int, interval: int, dt, args
 ):
-    """The state after `n` steps and the `n` one-step Jacobians along the way.
+    """Advance the state alone over `n_blocks` blocks of `interval` steps.
 
-    The orbit is a cheap sequential scan of the state alone; the Jacobians then
-    depend only on the stored states, so they are computed for all steps at once
-    (vectorized over time), which keeps the sequential part of a Lyapunov run
-    small for low-dimensional systems.
+    `us` (driven maps) has shape `(n_blocks, interval, m)`. Returns the final
+    `(time, x)` and the `(time, x)` at the start of every block. This is the only
+    sequential part of the Jacobian method, and the cheapest: no tangents.
     """
 
-    def body(carry, u):
+    def body(carry, us_block):
         t, y = carry
-        return (tangent.next_time(t, dt), tangent.step(t, y, u, dt, args)), (t, y)
+        return state_block(tangent, t, y, us_block, interval, dt, args), carry
 
-    (time, x), (ts, xs) = jax.lax.scan(body, (time, x), us, length=n)
-    # Time as the last (contiguous) axis: every state component is then a
-    # contiguous row, which vectorizes the Jacobians over time (measured 2.5x
-    # faster than time-first for Lorenz on CPU).
-    if us is None:
-        jacs = jax.vmap(
-            lambda t, y: tangent.step_jacobian(t, y, None, dt, args),
-            in_axes=(0, 1),
-            out_axes=2,
-        )(ts, xs.T)
-    else:
-        jacs = jax.vmap(
-            lambda t, y, u: tangent.step_jacobian(t, y, u, dt, args),
-            in_axes=(0, 1, 1),
-            out_axes=2,
-        )(ts, xs.T, jnp.moveaxis(us, 0, -1))
-    jacs = jnp.moveaxis(jacs, 2, 0)
-    return time, x, jacs
+    return scan(body, (time, x), us, length=n_blocks)
+
+
+def block_propagators(
+    tangent: AbstractTangentSystem, times, xs, us, interval: int, dt, args
+):
+    """The `(d, d)` Jacobian of `interval` steps from each block start.
+
+    Each block's propagator depends only on its start, so all blocks are
+    computed at once (`vmap` over blocks, `jax.jacfwd` over the state): the
+    tangent work, sequential in the matrix-free method, becomes one vectorized
+    computation. For a Runge-Kutta step the Jacobian of the step is the same
+    scheme applied to the variational equation, so this is the matrix-free
+    computation with the identity as the tangent block.
+    """
+
+    def one(t, x, u):
+        if isinstance(tangent, TangentFlow) and tangent.solver is not None:
+            # A diffrax step is not forward-differentiable (its stage loop has a
+            # custom vjp), so integrate the variational equation from the identity.
+            eye = jnp.eye(x.shape[0], dtype=x.dtype)
+            return tangent_block(tangent, t, x, eye, u, interval, dt, args)[2]
+        step = lambda y: state_block(tangent, t, y, u, interval, dt, args)[1]  # noqa: E731
+        return jax.jacfwd(step)(x)
+
+    return jax.vmap(one)(times, xs, us)
