@@ -14,7 +14,7 @@ Cases (all peers use the same step size `dt` and step count):
    Reference: (0.9056, 0, -14.5723) (Sprott 2003); the error column is the
    largest absolute deviation over the three exponents.
 2. RandomRateNetwork d = 1000, g = 2, k = 10 (memory bound): dynjax in float64
-   and float32 against lyapax (float64). No published reference: the error
+   and float32 against lyapax in both. No published reference: the error
    column is the deviation of the leading exponent from dynjax float64.
 3. A vmapped sweep of 256 Lorenz rho values (spectra per second).
 
@@ -310,22 +310,27 @@ def rate_network_case(args):
     except Exception as e:  # pragma: no cover
         row(case, "lyapax", "missing", None, None, None, note=repr(e)[:60])
     else:
-        J = net.J
+        for dtype in (jnp.float64, jnp.float32):
+            J = net.J.astype(dtype)
 
-        def rhs(h):
-            return -h + J @ jnp.tanh(h)
+            def rhs(h, J=J):
+                return -h + J @ jnp.tanh(h)
 
-        problem = lyapax.ode_problem(rhs, state0=x0, dt=dt)
-        f = jax.jit(
-            lambda: (
-                lyapax.lyapunov_spectrum(
-                    problem, n_steps=n_steps, k=k, renorm_every=interval
-                ).exponents
+            problem = lyapax.ode_problem(rhs, state0=x0.astype(dtype), dt=dt)
+            f = jax.jit(
+                lambda problem=problem: (
+                    lyapax.lyapunov_spectrum(
+                        problem, n_steps=n_steps, k=k, renorm_every=interval
+                    ).exponents
+                )
             )
-        )
-        first, out = warm(f)
-        err = float(abs(np.asarray(out)[0] - results[jnp.float64][0]))
-        row(case, "lyapax", "float64", first, None, err, "dynjax", fn=f)
+            first, out = warm(f)
+            out = np.asarray(out, dtype=np.float64)
+            err = float(abs(out[0] - results[jnp.float64][0]))
+            name = jnp.dtype(dtype).name
+            ref = ("dynjax", f"{name}, J products merged")
+            note = f"ratio against dynjax {name}"
+            row(case, "lyapax", name, first, None, err, ref, note, fn=f)
 
 
 # --- vmapped sweep -------------------------------------------------------------
@@ -427,7 +432,16 @@ def print_table():
             n = int(rw["config"].split()[0])
             rw["note"] = f"{n / rw['run_s']:.0f} spectra/s; error: max |sum + 13.667|"
         ratio = None
-        if rw["run_s"] and rw["case"] in base:
+        if isinstance(rw["ratio_to"], tuple):
+            # against a specific dynjax row (lib, config) of the same case
+            ref = [
+                r["run_s"]
+                for r in ROWS
+                if (r["case"], r["lib"], r["config"]) == (rw["case"], *rw["ratio_to"])
+            ]
+            if rw["run_s"] and ref and ref[0]:
+                ratio = rw["run_s"] / ref[0]
+        elif rw["run_s"] and rw["case"] in base:
             ratio = rw["run_s"] / base[rw["case"]]
         print(
             f"{rw['lib']:<28}{rw['config']:<40}{fmt(rw['compile_s'], '10.2f')}"

@@ -95,28 +95,36 @@ class LyapunovInterrupted(KeyboardInterrupt):
         self.result = result
 
 
-def _block_check(x, W, diag, code):
-    """Promote the first failure seen to the carried result code.
+def _blocks_code(state_ok, diags, code):
+    """Promote the first failing QR block's failure to the carried result code.
+
+    `state_ok` (shape `(n,)`) says whether the state is finite at the end of
+    each block and `diags` (shape `(n, k)`) holds each block's `R_ii`. Checked
+    after the loop, vectorized over blocks, so that the sequential loop holds
+    only the QR (a non-finite block leaves non-finite `R_ii`).
 
     A diagonal entry `R_ii` below `100 eps max_j R_jj` is rounding noise: the
     i-th direction was swamped by the leading ones between two QRs, so its
     exponent would be meaningless (degenerate_tangent).
     """
-    rtol = 100 * jnp.finfo(W.dtype).eps
-    bad_state = ~jnp.all(jnp.isfinite(x))
-    bad_tangent = ~jnp.all(jnp.isfinite(W)) | ~jnp.all(jnp.isfinite(diag))
-    degenerate = jnp.any(
-        diag <= jnp.maximum(rtol * jnp.max(diag), jnp.finfo(W.dtype).tiny)
-    )
+    rtol = 100 * jnp.finfo(diags.dtype).eps
+    tiny = jnp.finfo(diags.dtype).tiny
+    bad_state = ~state_ok
+    bad_tangent = ~jnp.all(jnp.isfinite(diags), axis=1)
+    floor = jnp.maximum(rtol * jnp.max(diags, axis=1, keepdims=True), tiny)
+    degenerate = jnp.any(diags <= floor, axis=1)
+    bad = bad_state | bad_tangent | degenerate
+    first = jnp.argmax(bad)
     new = RESULTS.where(
-        bad_state,
+        bad_state[first],
         RESULTS.nonfinite_state,
         RESULTS.where(
-            bad_tangent,
+            bad_tangent[first],
             RESULTS.nonfinite_tangent,
-            RESULTS.where(degenerate, RESULTS.degenerate_tangent, RESULTS.successful),
+            RESULTS.degenerate_tangent,
         ),
     )
+    new = RESULTS.where(jnp.any(bad), new, RESULTS.successful)
     return RESULTS.where(code == RESULTS.successful, new, code)
 
 
@@ -131,9 +139,9 @@ def _qr_scan(
 
     `method="matrix-free"` propagates the `(d, k)` block step by step with
     vmapped jvps. `method="jacobian"` (small `d`) first runs the orbit alone, then
-    forms every one-step Jacobian at once (vectorized over time) and multiplies
-    them into per-block propagators, so that only the `(d, k)` product and the QR
-    remain sequential; it is the same computation in a different order.
+    forms the `(d, d)` propagator of every block at once (vectorized over
+    blocks), so that only the `(d, k)` product and the QR remain sequential; it
+    is the same computation in a different order.
     """
     if us is not None:
         us = us.reshape(n_blocks, interval, *us.shape[1:])
@@ -142,20 +150,20 @@ def _qr_scan(
     if method == "matrix-free":
 
         def body(carry, us_block):
-            time, x, Q, code = carry
+            time, x, Q = carry
             start = (time, x, Q)
             time, x, W = tangent_block(
                 tangent, time, x, Q, us_block, interval, dt, args
             )
             Q_next, R = qr_positive(W)
-            diag = jnp.diagonal(R)
-            code = _block_check(x, W, diag, code)
-            return (time, x, Q_next, code), (
-                jnp.log(diag),
-                (*start, R) if store_qr else None,
-            )
+            out = (jnp.all(jnp.isfinite(x)), jnp.diagonal(R))
+            return (time, x, Q_next), (out, (*start, R) if store_qr else None)
 
-        return scan(body, (time, x, Q, code), us, length=n_blocks)
+        (time, x, Q), ((state_ok, diags), qr) = scan(
+            body, (time, x, Q), us, length=n_blocks
+        )
+        code = _blocks_code(state_ok, diags, code)
+        return (time, x, Q, code), (jnp.log(diags), qr)
 
     d = x.shape[0]
     per_chunk = max(1, min(n_blocks, _JACOBIAN_CHUNK_ELEMENTS // (d * d)))
@@ -166,23 +174,16 @@ def _qr_scan(
         (time, x), (t_starts, x_starts) = block_starts(
             tangent, time, x, us_chunk, nb, interval, dt, args
         )
-        code = RESULTS.where(
-            (code == RESULTS.successful) & ~jnp.all(jnp.isfinite(x)),
-            RESULTS.nonfinite_state,
-            code,
-        )
         P = block_propagators(tangent, t_starts, x_starts, us_chunk, interval, dt, args)
 
-        def qr_body(carry, P_j):
-            Q, code = carry
-            W = small_matmul(P_j, Q)
-            Q_next, R = qr_positive(W)
-            diag = jnp.diagonal(R)
-            code = _block_check(x, W, diag, code)
-            return (Q_next, code), (jnp.log(diag), None)
+        def qr_body(Q, P_j):
+            Q_next, R = qr_positive(small_matmul(P_j, Q))
+            return Q_next, jnp.diagonal(R)
 
-        (Q, code), out = scan(qr_body, (Q, code), P)
-        return (time, x, Q, code), out
+        Q, diags = scan(qr_body, Q, P)
+        x_ends = jnp.concatenate([x_starts[1:], x[None]])
+        code = _blocks_code(jnp.all(jnp.isfinite(x_ends), axis=1), diags, code)
+        return (time, x, Q, code), (jnp.log(diags), None)
 
     carry = (time, x, Q, code)
     outs = []
