@@ -343,7 +343,7 @@ def sweep_case(args):
     x0 = jnp.array([1.0, 1.0, 1.0])
 
     @eqx.filter_jit
-    def sweep(rhos):
+    def sweep(rhos, method):
         return eqx.filter_vmap(
             lambda rho: (
                 dynjax.lyapunov_spectrum(
@@ -354,15 +354,19 @@ def sweep_case(args):
                     interval=10,
                     transient=1.0,
                     tangent_warmup=0,
+                    method=method,
                 ).exponents
             )
         )(rhos)
 
-    fn = lambda: sweep(rhos)  # noqa: E731
-    first, out = warm(fn)
-    # Liouville: every spectrum sums to -(sigma + 1 + beta)
-    err = float(np.max(np.abs(np.asarray(out).sum(axis=1) + 11.0 + 8.0 / 3.0)))
-    row(case, "dynjax", f"{n} spectra", first, None, err, "dynjax", "SPECTRA", fn=fn)
+    for method in (None, "jacobian"):
+        fn = lambda method=method: sweep(rhos, method)  # noqa: E731
+        first, out = warm(fn)
+        # Liouville: every spectrum sums to -(sigma + 1 + beta)
+        err = float(np.max(np.abs(np.asarray(out).sum(axis=1) + 11.0 + 8.0 / 3.0)))
+        name = "dynjax" if method is None else "dynjax (alternative)"
+        config = f"{n} spectra" + ("" if method is None else f", method='{method}'")
+        row(case, name, config, first, None, err, "dynjax", "SPECTRA", fn=fn)
     try:
         import lyapax
         import lyapax.systems

@@ -220,17 +220,28 @@ def test_default_method_rule():
     # The documented default: the Jacobian method for d <= 4 with interval >= 4,
     # matrix-free otherwise (maps re-orthonormalized every step). The rule only
     # picks an ordering, so each default must equal the explicit choice exactly.
-    kw = dict(n_steps=200, transient=0, tangent_warmup=0)
+    kw = dict(n_steps=200, tangent_warmup=0)
     flow, x0 = systems.Lorenz(), jnp.array([-5.0, -6.0, 20.0])
     for method, system, x, extra in (
         ("jacobian", flow, x0, dict(transient=0.0)),
-        ("matrix-free", systems.Henon(), jnp.zeros(2), {}),
+        ("matrix-free", systems.Henon(), jnp.zeros(2), dict(transient=0)),
         ("matrix-free", flow, x0, dict(transient=0.0, interval=2)),
     ):
         options = {**kw, **extra}
         default = dynjax.lyapunov_spectrum(system, x, **options)
         explicit = dynjax.lyapunov_spectrum(system, x, method=method, **options)
         np.testing.assert_array_equal(default.exponents, explicit.exponents)
+    # Under vmap the batch vectorizes the matrix-free steps: it is the default.
+    xs = jnp.stack([x0, x0 + 1.0])
+
+    def batch(method):
+        def one(x):
+            options = dict(transient=0.0, method=method, **kw)
+            return dynjax.lyapunov_spectrum(flow, x, **options).exponents
+
+        return jax.vmap(one)(xs)
+
+    np.testing.assert_array_equal(batch(None), batch("matrix-free"))
 
 
 def test_diffrax_solver_and_jacobian_method_agree():
