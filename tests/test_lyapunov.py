@@ -276,6 +276,27 @@ def test_driven_linear_map_ignores_inputs():
     np.testing.assert_allclose(dense.exponents, res.exponents, rtol=1e-10)
 
 
+def test_jacobian_method_chunks_and_inputs(monkeypatch):
+    # The Jacobian method splits long runs into chunks (bounded memory) and a
+    # remainder, slicing a driven map's inputs to match. A nonlinear driven map
+    # (the input enters the Jacobian) with chunks of 3 blocks and 7 blocks (two
+    # chunks and a remainder) must give the matrix-free numbers to rounding.
+    from dynjax._lyapunov import _spectrum
+
+    W = jnp.array([[1.1, -0.6], [0.7, 0.9]])
+    system = dynjax.DrivenMap(lambda x, u, p: jnp.tanh(p @ x + u), W)
+    u = jax.random.normal(jax.random.key(2), (2 + 2 * 3 + 21, 2))
+    kw = dict(inputs=u, interval=3, transient=2, tangent_warmup=2)
+    reference = dynjax.lyapunov_spectrum(
+        system, jnp.zeros(2), method="matrix-free", **kw
+    )
+    monkeypatch.setattr(_spectrum, "_JACOBIAN_CHUNK_ELEMENTS", 3 * 2 * 2)
+    chunked = dynjax.lyapunov_spectrum(system, jnp.zeros(2), method="jacobian", **kw)
+    assert chunked.stats["num_qr"] == 7 and chunked.stats["num_steps"] == 21
+    np.testing.assert_allclose(chunked.history, reference.history, rtol=1e-12)
+    np.testing.assert_allclose(chunked.state.x, reference.state.x, rtol=1e-14)
+
+
 def test_tanh_rnn_sum_equals_log_det():
     # h' = tanh(W h + U u): DF = diag(1 - h'^2) W, so the sum of all exponents is
     # the average of log|det W| + sum_i log(1 - h'_i^2) along the driven orbit.
