@@ -1,11 +1,13 @@
 """Tangent dynamics: a system together with its linearization along an orbit.
 
 Each wrapper holds the original system (wrap, don't subclass) and exposes one
-step of the state (`step`), one step of the state together with a `(d, k)` block
-of tangent vectors (`tangent_step`), and the dense Jacobian of one step
-(`step_jacobian`). For flows a "step" is one fixed step `dt` of a Runge-Kutta
-scheme, and its tangent is the same scheme applied to the variational equation
-`dV/dt = Df(t, x) V` (the two coincide for Runge-Kutta methods).
+step of the state (`step`) and one step of the state together with a `(d, k)`
+block of tangent vectors (`tangent_step`); the block drivers at the end run
+many steps, and `block_propagators` forms the dense propagators of whole QR
+blocks for the Jacobian method. For flows a "step" is one fixed step `dt` of a
+Runge-Kutta scheme, and its tangent is the same scheme applied to the
+variational equation `dV/dt = Df(t, x) V` (the two coincide for Runge-Kutta
+methods).
 
 Tangents are propagated matrix-free: `jax.jvp` vmapped over the k columns, so
 the primal is evaluated once and every linear layer of the system acts on the
@@ -56,10 +58,6 @@ class AbstractTangentSystem(eqx.Module):
     @abc.abstractmethod
     def next_time(self, time, dt):
         """The time (or index) after one step."""
-
-    def step_jacobian(self, time, x, u, dt, args):
-        """The dense `d x d` Jacobian of one step at `x`."""
-        return jax.jacfwd(lambda y: self.step(time, y, u, dt, args))(x)
 
 
 class TangentFlow(AbstractTangentSystem):
