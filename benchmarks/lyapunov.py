@@ -14,8 +14,8 @@ Cases (all peers use the same step size `dt` and step count):
    Reference: (0.9056, 0, -14.5723) (Sprott 2003); the error column is the
    largest absolute deviation over the three exponents.
 2. RandomRateNetwork d = 1000, g = 2, k = 10 (one large matrix product per
-   Runge-Kutta stage): dynjax in float64
-   and float32 against lyapax in both. No published reference: the error
+   Runge-Kutta stage): dynjax in float64 and float32 against lyapax in both. No
+   published reference: the error
    column is the deviation of the leading exponent from dynjax float64.
 3. A vmapped sweep of 256 Lorenz rho values (spectra per second).
 
