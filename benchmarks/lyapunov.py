@@ -15,8 +15,8 @@ Cases (all peers use the same step size `dt` and step count):
    largest absolute deviation over the three exponents.
 2. RandomRateNetwork d = 1000, g = 2, k = 10 (one large matrix product per
    Runge-Kutta stage): dynjax in float64 and float32 against lyapax in both. No
-   published reference: the error
-   column is the deviation of the leading exponent from dynjax float64.
+   published reference: the error column is the deviation of the leading
+   exponent from dynjax float64.
 3. A vmapped sweep of 256 Lorenz rho values (spectra per second).
 
 Peers that fail to import are reported as missing. Runs on CPU or GPU (whatever
