@@ -1,5 +1,6 @@
 """Reduced QR with a positive diagonal, the re-orthonormalization step."""
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -70,6 +71,50 @@ def qr_positive(
 # Gram-Schmidt 0.3 ms. In between, LAPACK (shorter compiles).
 _GS_MAX_K = 32
 _TALL = 64
+
+
+def _modified_gram_schmidt(W):
+    # Each normalized column is removed from all later columns at once (rank-1
+    # updates), which XLA fuses into few kernels.
+    cols = [W[:, j] for j in range(W.shape[1])]
+    qs, norms = [], []
+    for j, v in enumerate(cols):
+        norm = jnp.sqrt(_dot(v, v))
+        q = v / norm
+        qs.append(q)
+        norms.append(norm)
+        for i in range(j + 1, len(cols)):
+            cols[i] = cols[i] - _dot(q, cols[i]) * q
+    return jnp.stack(qs, axis=1), jnp.stack(norms)
+
+
+# Above this ratio of the largest to the smallest R_ii a second pass is run.
+_REORTHOGONALIZE = 1e4
+
+
+def qr_diag_small(
+    W: Float[Array, "d k"],
+) -> tuple[Float[Array, "d k"], Float[Array, " k"]]:
+    """`Q` and `diag(R)` of `W = Q R` (`R_ii > 0`) for tiny blocks (d <= 4).
+
+    Modified Gram-Schmidt: its `R` is backward stable, and `Q` loses
+    orthogonality in proportion to `eps cond(W)` (Bjorck 1967). When the `R_ii`
+    span more than `1e4` a second pass on `Q` restores orthogonality to working
+    precision ("twice is enough", Giraud et al. 2005); it runs under `lax.cond`,
+    so a well-conditioned block costs one pass (its `Q` is then orthonormal to
+    about `1e4 eps`; a Lorenz block of 10 steps spans about 5). This is the
+    sequential part of the Jacobian method: measured on CPU for a chain of 3 x 3
+    factorizations, 0.13 us per factorization against 0.45 us for
+    `qr_positive` (classical Gram-Schmidt, always twice).
+    """
+    Q, diag = _modified_gram_schmidt(W)
+
+    def again(Q, diag):
+        Q, diag2 = _modified_gram_schmidt(Q)
+        return Q, diag * diag2
+
+    well = jnp.min(diag) * _REORTHOGONALIZE > jnp.max(diag)
+    return jax.lax.cond(well, lambda Q, diag: (Q, diag), again, Q, diag)
 
 
 def small_matmul(A, B):

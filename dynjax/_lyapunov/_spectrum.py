@@ -17,7 +17,7 @@ from .._results import RESULTS
 from .._scan import scan
 from .._system import AbstractDrivenMap, AbstractFlow, AbstractSystem
 from ._fuse import merge_default
-from ._qr import qr_positive, small_matmul
+from ._qr import _SMALL, qr_diag_small, qr_positive, small_matmul
 from ._tangent import (
     AbstractTangentSystem,
     block_propagators,
@@ -177,7 +177,10 @@ def _qr_scan(
         P = block_propagators(tangent, t_starts, x_starts, us_chunk, interval, dt, args)
 
         def qr_body(Q, P_j):
-            Q_next, R = qr_positive(small_matmul(P_j, Q))
+            W = small_matmul(P_j, Q)
+            if d <= _SMALL:
+                return qr_diag_small(W)
+            Q_next, R = qr_positive(W)
             return Q_next, jnp.diagonal(R)
 
         Q, diags = scan(qr_body, Q, P)
