@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from ._custom_types import Args, Inputs, RealScalarLike, StateLike
-from ._misc import check_state, is_concrete
+from ._misc import check_inputs, check_state, is_concrete
 from ._results import RESULTS
 from ._system import AbstractDrivenMap, AbstractFlow, AbstractMap, AbstractSystem
 
@@ -211,17 +211,7 @@ def trajectory(
             raise ValueError(f"`n_steps` must be an int >= 0, got {n_steps!r}.")
         return _map_trajectory(system, x0, n0, n_steps, args, throw)
     if isinstance(system, AbstractDrivenMap):
-        if inputs is None:
-            raise ValueError(
-                "A driven map needs its input sequence: pass `inputs=` with shape "
-                "(T, m), one row per step (for scalar inputs use `u[:, None]`)."
-            )
-        inputs = jnp.asarray(inputs)
-        if inputs.ndim != 2:
-            raise ValueError(
-                f"`inputs` must have shape (T, m), one row per step; got shape "
-                f"{inputs.shape} (for scalar inputs use `inputs[:, None]`)."
-            )
+        inputs = check_inputs(inputs)
         return _driven_trajectory(system, x0, inputs, args, throw)
     raise ValueError(
         f"`system` must be a dynjax flow, map or driven map, got {type(system)}."

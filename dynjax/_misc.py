@@ -35,6 +35,22 @@ def check_state(x0, d: int | None, name: str = "x0") -> Array:
     return x0
 
 
+def check_inputs(inputs) -> Array:
+    """A driven map's input sequence as an array of shape `(T, m)` (trace time)."""
+    if inputs is None:
+        raise ValueError(
+            "A driven map needs its input sequence: pass `inputs=` with shape "
+            "(T, m), one row per step (for scalar inputs use `u[:, None]`)."
+        )
+    inputs = jnp.asarray(inputs)
+    if inputs.ndim != 2:
+        raise ValueError(
+            f"`inputs` must have shape (T, m), one row per step; got shape "
+            f"{inputs.shape} (for scalar inputs use `inputs[:, None]`)."
+        )
+    return inputs
+
+
 def is_concrete(x) -> bool:
     """True if `x` is a Python or NumPy number (known at trace time)."""
     return isinstance(x, (int, float, np.ndarray, np.number)) and not isinstance(

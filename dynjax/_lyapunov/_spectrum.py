@@ -12,7 +12,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 
 from .._custom_types import Args, Inputs, State, StateLike, Tangents
-from .._misc import check_state, is_concrete, warn_if_float32
+from .._misc import check_inputs, check_state, is_concrete, warn_if_float32
 from .._results import RESULTS
 from .._scan import scan
 from .._system import AbstractDrivenMap, AbstractFlow, AbstractSystem
@@ -534,17 +534,7 @@ def _plan(
     if state is not None:
         n_transient = n_warmup = 0
     if is_driven:
-        if inputs is None:
-            raise ValueError(
-                "A driven map needs its input sequence: pass `inputs=` with shape "
-                "(T, m), one row per step (for scalar inputs use `u[:, None]`)."
-            )
-        inputs = jnp.asarray(inputs)
-        if inputs.ndim != 2:
-            raise ValueError(
-                f"`inputs` must have shape (T, m), one row per step; got shape "
-                f"{inputs.shape} (for scalar inputs use `inputs[:, None]`)."
-            )
+        inputs = check_inputs(inputs)
         used = n_transient + n_warmup * interval
         if n_steps is None:
             n_steps = inputs.shape[0] - used
