@@ -485,3 +485,38 @@ def test_merged_products_match_dense_jacobian(monkeypatch):
     separate, g_separate = jax.value_and_grad(top)(1.0)
     np.testing.assert_allclose(merged, separate, rtol=1e-10)
     np.testing.assert_allclose(g_merged, g_separate, rtol=1e-8)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="padding is CPU only")
+def test_products_padded_to_full_panels_on_cpu():
+    # On CPU a large product's right operand is padded with zero columns to a
+    # multiple of 8 (faster in XLA's CPU GEMM); the columns are sliced off again,
+    # so the numbers must be those of the plain product (numpy reference).
+    from dynjax._lyapunov._fuse import fused_call
+    from dynjax._lyapunov._tangent import jvp_columns
+
+    A = jax.random.normal(jax.random.key(0), (200, 200))
+    for n, width in ((11, 16), (8, 8), (3, 3)):
+        V = jax.random.normal(jax.random.key(n), (200, n))
+        out = jax.jit(lambda V: fused_call(lambda V: A @ V, V))(V)
+        np.testing.assert_allclose(out, np.asarray(A) @ np.asarray(V), rtol=1e-12)
+        jaxpr = jax.make_jaxpr(lambda V: fused_call(lambda V: A @ V, V))(V)
+        (dot,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
+        assert dot.invars[1].aval.shape == (200, width)
+    # merged network products: [tanh h, sech^2 h * V] has 1 + 10 columns -> 16
+    net = systems.RandomRateNetwork(200, 2.0, key=jax.random.key(5))
+    x = net.default_x0() * 5
+    V = jax.random.normal(jax.random.key(6), (200, 10))
+
+    def f(V):
+        return jvp_columns(lambda y: net.vector_field(0.0, y), x, V, merge=True)
+
+    fx, JV = jax.jit(f)(V)
+    J, xn = np.asarray(net.J), np.asarray(x)
+    np.testing.assert_allclose(fx, -xn + J @ np.tanh(xn), rtol=1e-12, atol=1e-12)
+    JV_ref = (-np.eye(200) + J * (1 - np.tanh(xn) ** 2)[None, :]) @ np.asarray(V)
+    np.testing.assert_allclose(JV, JV_ref, rtol=1e-12, atol=1e-12)
+    (dot,) = [
+        e for e in jax.make_jaxpr(f)(V).jaxpr.eqns if e.primitive.name == "dot_general"
+    ]
+    assert dot.invars[1].aval.shape == (200, 16)
