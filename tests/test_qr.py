@@ -8,11 +8,18 @@ modified Gram-Schmidt is orthogonal to about eps cond (Bjorck 1967), two passes
 to working precision (Giraud et al. 2005).
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynjax._lyapunov._qr import qr_diag_small, qr_positive
+from dynjax._lyapunov._qr import (
+    _modified_gram_schmidt,
+    qr_chain,
+    qr_diag_small,
+    qr_positive,
+    small_matmul,
+)
 
 
 def _matrix(d, k, cond, seed):
@@ -48,3 +55,46 @@ def test_qr_diag_small_agrees_with_qr_positive():
     Q2, R2 = qr_positive(W)
     np.testing.assert_allclose(Q1, Q2, atol=1e-13)
     np.testing.assert_allclose(d1, jnp.diagonal(R2), rtol=1e-13)
+
+
+def _guarded_chain(P, Q):
+    # The reference order: the per-step guard of qr_diag_small inside the loop.
+    return jax.lax.scan(lambda Q, P_j: qr_diag_small(small_matmul(P_j, Q)), Q, P)
+
+
+@pytest.mark.parametrize("ill_at", [None, 0, 37, 99])
+def test_qr_chain_equals_guarded_chain(ill_at):
+    # qr_chain runs one pass everywhere and falls back to the guarded chain if a
+    # step was ill-conditioned: it must give the guarded chain's numbers either
+    # way (to rounding: XLA may contract multiply-adds differently in the two
+    # loop bodies).
+    # Orthogonal propagators keep the chain well conditioned; one with singular
+    # values spread 1e7 makes step `ill_at` ill-conditioned.
+    P = np.stack([_matrix(3, 3, 2.0, seed=s) for s in range(100)])
+    if ill_at is not None:
+        P[ill_at] = _matrix(3, 3, 1e7, seed=1)
+    P, Q0 = jnp.asarray(P), jnp.asarray(_matrix(3, 3, 1.0, seed=7))
+    Q, diags = jax.jit(qr_chain)(P, Q0)
+    Q_ref, diags_ref = jax.jit(_guarded_chain)(P, Q0)
+    np.testing.assert_allclose(Q, Q_ref, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(diags, diags_ref, rtol=1e-13)
+    if ill_at == 99:
+        # the fallback matters: after one pass alone the last Q is not orthonormal
+        one_pass = jax.lax.scan(
+            lambda Q, P_j: _modified_gram_schmidt(small_matmul(P_j, Q)), Q0, P
+        )
+        # (orthogonality lost to about eps 1e7)
+        assert np.max(np.abs(one_pass[0] - Q_ref)) > 1e-11
+
+
+def test_qr_chain_large_d_matches_numpy():
+    # d > 4: Householder QR (LAPACK) per step; diag(R) against NumPy's chain.
+    P = np.stack([_matrix(6, 6, 10.0, seed=s) for s in range(20)])
+    Q0 = _matrix(6, 4, 1.0, seed=3)
+    Q, diags = qr_chain(jnp.asarray(P), jnp.asarray(Q0))
+    Q_ref = Q0
+    for j in range(20):
+        Q_ref, R = np.linalg.qr(P[j] @ Q_ref)
+        np.testing.assert_allclose(diags[j], np.abs(np.diag(R)), rtol=1e-12)
+        Q_ref = Q_ref * np.sign(np.diag(R))[None, :]
+    np.testing.assert_allclose(Q, Q_ref, atol=1e-12)

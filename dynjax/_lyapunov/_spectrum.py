@@ -17,7 +17,7 @@ from .._results import RESULTS
 from .._scan import scan
 from .._system import AbstractDrivenMap, AbstractFlow, AbstractSystem
 from ._fuse import merge_default
-from ._qr import _SMALL, qr_diag_small, qr_positive, small_matmul
+from ._qr import qr_chain, qr_positive
 from ._tangent import (
     AbstractTangentSystem,
     block_propagators,
@@ -176,14 +176,7 @@ def _qr_scan(
         )
         P = block_propagators(tangent, t_starts, x_starts, us_chunk, interval, dt, args)
 
-        def qr_body(Q, P_j):
-            W = small_matmul(P_j, Q)
-            if d <= _SMALL:
-                return qr_diag_small(W)
-            Q_next, R = qr_positive(W)
-            return Q_next, jnp.diagonal(R)
-
-        Q, diags = scan(qr_body, Q, P)
+        Q, diags = qr_chain(P, Q)
         x_ends = jnp.concatenate([x_starts[1:], x[None]])
         code = _blocks_code(jnp.all(jnp.isfinite(x_ends), axis=1), diags, code)
         return (time, x, Q, code), (jnp.log(diags), None)
