@@ -101,7 +101,11 @@ def test_property_random_linear_maps(entries):
     np.testing.assert_allclose(_linear_map_spectrum(jnp.asarray(A)), logs, rtol=1e-3)
 
 
-@hypothesis.settings(max_examples=10, deadline=None)
+@hypothesis.settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.filter_too_much],
+)
 @hypothesis.given(
     lam=st.lists(st.floats(-2.0, 2.0), min_size=3, max_size=3),
     V=st.lists(st.floats(-1.0, 1.0), min_size=9, max_size=9),

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from .._custom_types import State, Tangents
 from .._scan import scan
 from .._system import AbstractDrivenMap, AbstractFlow, AbstractMap, AbstractSystem
+from .._vmap_last import Unsupported, vmap_last
 from ._fuse import fused_call, merge_default
 
 
@@ -231,7 +232,19 @@ def block_propagators(
     computation. For a Runge-Kutta step the Jacobian of the step is the same
     scheme applied to the variational equation, so this is the matrix-free
     computation with the identity as the tangent block.
+
+    On CPU, for `d <= 4`, the blocks are the trailing axis (`vmap_last`), which
+    XLA vectorizes: Lorenz, 10^4 blocks of 10 RK4 steps, 3.5 ms against 6.5 ms
+    with `jax.vmap` on the 2-core machine of `benchmarks/README.md`. A system
+    whose step uses a primitive without a `vmap_last` rule takes `jax.vmap`.
     """
+
+    d = xs.shape[1]
+    if d <= _BATCH_LAST_MAX_D and jax.default_backend() == "cpu":
+        try:
+            return _propagators_batch_last(tangent, times, xs, us, interval, dt, args)
+        except Unsupported:
+            pass
 
     def one(t, x, u):
         if isinstance(tangent, TangentFlow) and tangent.solver is not None:
@@ -243,3 +256,41 @@ def block_propagators(
         return jax.jacfwd(step)(x)
 
     return jax.vmap(one)(times, xs, us)
+
+
+# Up to this state size the propagators are formed with the batch axis last
+# (`vmap_last`), where XLA's CPU code vectorizes across blocks.
+_BATCH_LAST_MAX_D = 4
+
+
+def _propagators_batch_last(tangent, times, xs, us, interval, dt, args):
+    """`block_propagators` with the blocks as the trailing (contiguous) axis.
+
+    Integrates the tangent block from the identity, `interval` steps of
+    `tangent_step` evaluated by `vmap_last`: the same computation as `jax.jacfwd`
+    of the steps, laid out as `(d, d, blocks)`. Raises `Unsupported` if the
+    system's step uses a primitive without a `vmap_last` rule.
+    """
+    n, d = xs.shape
+    dtype = xs.dtype
+    if us is None:
+        step = vmap_last(
+            lambda t, x, V: tangent.tangent_step(t, x, V, None, dt, args),
+            (True, True, True),
+        )
+    else:
+        step = vmap_last(
+            lambda t, x, V, u: tangent.tangent_step(t, x, V, u, dt, args),
+            (True, True, True, True),
+        )
+    times = jnp.broadcast_to(jnp.asarray(times), (n,))
+    V = jnp.broadcast_to(jnp.eye(d, dtype=dtype)[:, :, None], (d, d, n))
+    u_steps = None if us is None else jnp.moveaxis(us, (0, 1), (-1, 0))
+
+    def body(carry, u):
+        t, x, V = carry
+        x, V = step(t, x, V) if u is None else step(t, x, V, u)
+        return (tangent.next_time(t, dt), x, V), None
+
+    (_, _, V), _ = jax.lax.scan(body, (times, xs.T, V), u_steps, length=interval)
+    return jnp.moveaxis(V, -1, 0)
