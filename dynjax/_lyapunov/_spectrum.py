@@ -551,13 +551,14 @@ def _plan(
         state = eqx.tree_at(lambda s: s.x, state, check_state(state.x, d, "state.x"))
     if method is None:
         # Measured on CPU (benchmarks/lyapunov.py, 1e5 steps): Lorenz with QR
-        # every 10 steps, 2.1x faster with the Jacobian method (k = 3) and 2.3x
-        # (k = 1); Henon with QR every step, 1.4x slower (the sequential QR chain
-        # is then the whole cost); Lorenz96 with d = 8, 1.8x slower (d x d
-        # propagators).
-        # Under `vmap` the batch already vectorizes the matrix-free steps, and
-        # the Jacobian method's extra work (d columns, the orbit twice) then
-        # costs more than it saves (256 vmapped Lorenz spectra: 1.3x slower).
+        # every 10 steps, 3.4x to 4x faster with the Jacobian method (k = 3);
+        # earlier measurements (before the batch-last propagators): Henon with
+        # QR every step 1.4x slower (the sequential QR chain is then the whole
+        # cost), Lorenz96 with d = 8 1.8x slower (d x d propagators).
+        # Under `vmap` the batch already vectorizes the matrix-free steps; the
+        # Jacobian method is 1.1x faster there (256 vmapped Lorenz spectra) but
+        # holds a chunk of propagators per batch member, so memory would grow
+        # with the batch: matrix-free stays the default.
         small = d <= _JACOBIAN_MAX_D and interval >= _JACOBIAN_MIN_INTERVAL
         method = "jacobian" if small and not batched else "matrix-free"
     if method not in ("jacobian", "matrix-free"):
@@ -795,13 +796,13 @@ def lyapunov_spectrum(
             a cost proportional to k.
         - `"jacobian"`: parallel in time. The orbit first (state only, the cheap
             sequential part), then the `d x d` propagator of every QR block at
-            once (`jax.jacfwd`, vectorized over blocks), then the chain of small
-            QR factorizations. It forms `d x d` propagators whatever `k`, so it
-            suits small `d`.
+            once (the tangent step from the identity, vectorized over blocks),
+            then the chain of small QR factorizations. It forms `d x d`
+            propagators whatever `k`, so it suits small `d`.
         - `None` (default): `"jacobian"` for `d <= 4` with `interval >= 4`
-            (Lorenz, Rossler: about 2x faster on CPU), otherwise, and under
-            `vmap` (where the batch already vectorizes the steps),
-            `"matrix-free"`.
+            (Lorenz: 3.4x to 4x faster on CPU), otherwise, and under `vmap`
+            (where the batch already vectorizes the steps, and the propagators'
+            memory would grow with the batch), `"matrix-free"`.
     - `progress`: `True` or a number of chunks for a tqdm progress bar.
     - `throw`: if `True`, a failure raises an error; otherwise it is reported in
         `result.result` (and the exponents are then not meaningful).
