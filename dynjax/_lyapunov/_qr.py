@@ -130,10 +130,10 @@ def qr_chain(
     `qr_diag_small`'s per-step guard. Where every step is well conditioned the
     guard takes its one-pass branch at every step, so both orders compute the
     same thing (equal to rounding: XLA may contract multiply-adds differently in
-    the two loop bodies). The guard inside the loop is what costs: on the 2-core CPU of
-    `benchmarks/README.md` a chain of 10^4 3 x 3 steps took 6.7 ms with it and
-    1.0 to 1.6 ms without (the `lax.cond` makes XLA's CPU runtime schedule the
-    loop body across threads).
+    the two loop bodies). The guard inside the loop is what costs: on the 2-core
+    CPU of `benchmarks/README.md` a chain of 10^4 3 x 3 steps took 6.7 ms with
+    it and 1.0 to 1.6 ms without (the `lax.cond` makes XLA's CPU runtime
+    schedule the loop body across threads).
     """
     d = Q.shape[0]
 
