@@ -34,10 +34,10 @@ class Unsupported(Exception):
 _ELEMENTWISE = frozenset(
     """
     abs acos acosh add add_any and asin asinh atan atan2 atanh cbrt ceil clamp
-    convert_element_type copy copy_p cos cosh div eq erf erf_inv erfc exp exp2
+    convert_element_type copy cos cosh div eq erf erf_inv erfc exp exp2
     expm1 floor ge gt imag integer_pow is_finite le lgamma log log1p logistic lt
     max min mul ne neg nextafter not or pow real reduce_precision rem round rsqrt
-    select_n sign sin sinh sqrt square stop_gradient sub tan tanh xor
+    select_n sign sin sinh sqrt square sub tan tanh xor
     """.split()
 )
 # A batched value of shape `s` is held as a NumPy object array of shape `s`
