@@ -62,6 +62,7 @@ from ._system import (
     Flow as Flow,
     jacobian as jacobian,
     Map as Map,
+    state_difference as state_difference,
 )
 
 

@@ -7,9 +7,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from ._custom_types import Args, Inputs, RealScalarLike, StateLike
-from ._misc import check_inputs, check_state, is_concrete
+from ._misc import check_inputs, input_at, is_concrete
 from ._results import RESULTS
 from ._system import AbstractDrivenMap, AbstractFlow, AbstractMap, AbstractSystem
+from ._system._checks import conform
 
 
 class Trajectory(eqx.Module):
@@ -92,8 +93,9 @@ def _driven_trajectory(system, x0, inputs, args, throw):
 
     _, xs = jax.lax.scan(body, x0, inputs)
     xs = jnp.concatenate([x0[None], xs])
-    ts = jnp.arange(inputs.shape[0] + 1)
-    return _finish(ts, xs, RESULTS.successful, {"num_steps": inputs.shape[0]}, throw)
+    n_steps = xs.shape[0] - 1
+    ts = jnp.arange(n_steps + 1)
+    return _finish(ts, xs, RESULTS.successful, {"num_steps": n_steps}, throw)
 
 
 def trajectory(
@@ -155,7 +157,12 @@ def trajectory(
         sol.xs  # (1001, 3)
         ```
     """
-    x0 = check_state(x0, system.d)
+    if isinstance(system, AbstractDrivenMap):
+        inputs, _ = check_inputs(inputs)
+        u0 = input_at(inputs, 0)
+    else:
+        u0 = None
+    system, x0, args = conform(system, x0, verb="trajectory", args=args, u=u0)
     if isinstance(system, AbstractFlow):
         if n_steps is not None or inputs is not None:
             raise ValueError(
@@ -211,7 +218,6 @@ def trajectory(
             raise ValueError(f"`n_steps` must be an int >= 0, got {n_steps!r}.")
         return _map_trajectory(system, x0, n0, n_steps, args, throw)
     if isinstance(system, AbstractDrivenMap):
-        inputs = check_inputs(inputs)
         return _driven_trajectory(system, x0, inputs, args, throw)
     raise ValueError(
         f"`system` must be a dynjax flow, map or driven map, got {type(system)}."

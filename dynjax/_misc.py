@@ -1,54 +1,65 @@
-import warnings
-
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array
 
 
-def check_state(x0, d: int | None, name: str = "x0") -> Array:
-    """Validate an initial state: structure at trace time, finiteness at run time.
+def check_inputs(inputs, name: str = "inputs"):
+    """A driven map's input sequence: any pytree whose leaves share a leading axis.
 
-    Returns `x0` as a 1-D inexact array. Raises `ValueError` for a wrong shape; a
-    non-finite value raises `EquinoxRuntimeError` when the computation runs.
+    As in `jax.lax.scan`, leaf `a` holds the input at step `n` in `a[n]`: a
+    `(T, m)` array of vectors, a `(T,)` array of scalars or token ids, a
+    `(T, p, q)` array of matrices, or a dict of such arrays. Python lists and
+    NumPy arrays become JAX arrays; dtypes are kept (integer token ids stay
+    integers).
+
+    Returns `(inputs, T)`. Raises `ValueError` (trace time) if there are no
+    leaves, a leaf has no leading axis, or the leading axes differ.
     """
-    x0 = jnp.asarray(x0)
-    if not jnp.issubdtype(x0.dtype, jnp.inexact):
-        x0 = x0.astype(jnp.result_type(float))
-    if x0.ndim != 1:
-        raise ValueError(
-            f"`{name}` must be a 1-D state vector of shape (d,), got shape {x0.shape}. "
-            "dynjax systems act on one state; use `eqx.filter_vmap` to batch over "
-            "many initial conditions."
-        )
-    if d is not None and x0.shape[0] != d:
-        raise ValueError(
-            f"`{name}` has dimension {x0.shape[0]} but the system has dimension d={d}. "
-            f"Pass a state of shape ({d},)."
-        )
-    x0 = eqx.error_if(
-        x0,
-        jnp.any(~jnp.isfinite(x0)),
-        f"`{name}` contains non-finite values (NaN or inf); pass a finite state.",
-    )
-    return x0
-
-
-def check_inputs(inputs) -> Array:
-    """A driven map's input sequence as an array of shape `(T, m)` (trace time)."""
     if inputs is None:
         raise ValueError(
-            "A driven map needs its input sequence: pass `inputs=` with shape "
-            "(T, m), one row per step (for scalar inputs use `u[:, None]`)."
+            f"A driven map needs its input sequence: pass `{name}=`, a pytree of "
+            "arrays whose leading axis is time (one row per step), e.g. an array of "
+            "shape (T, m), (T,) or a dict of such arrays."
         )
-    inputs = jnp.asarray(inputs)
-    if inputs.ndim != 2:
+    if isinstance(inputs, (list, tuple)) and all(
+        isinstance(leaf, (int, float, complex, np.number))
+        for leaf in jax.tree.leaves(inputs)
+    ):
+        inputs = np.asarray(inputs)  # a nested list of numbers is one array
+    inputs = jax.tree.map(jnp.asarray, inputs)
+    leaves = jax.tree.leaves(inputs)
+    if not leaves:
+        raise ValueError(f"`{name}` has no arrays; pass at least one input array.")
+    for path, leaf in jax.tree_util.tree_flatten_with_path(inputs)[0]:
+        if leaf.ndim == 0:
+            where = jax.tree_util.keystr(path) or "itself"
+            raise ValueError(
+                f"`{name}` leaf {where} is a scalar; every input array needs a "
+                "leading time axis (one entry per step), e.g. shape (T,) or (T, m)."
+            )
+    lengths = {leaf.shape[0] for leaf in leaves}
+    if len(lengths) != 1:
+        shapes = jax.tree.map(lambda a: a.shape, inputs)
         raise ValueError(
-            f"`inputs` must have shape (T, m), one row per step; got shape "
-            f"{inputs.shape} (for scalar inputs use `inputs[:, None]`)."
+            f"The arrays in `{name}` must share their leading (time) axis; got "
+            f"shapes {shapes}."
         )
-    return inputs
+    return inputs, lengths.pop()
+
+
+def input_at(inputs, n):
+    """The input at step `n` (a pytree with the time axis removed)."""
+    return jax.tree.map(lambda a: a[n], inputs)
+
+
+def input_slice(inputs, start, length: int):
+    """Steps `start, ..., start + length - 1` of an input pytree (`start` may be
+    traced)."""
+    if inputs is None:
+        return None
+    return jax.tree.map(
+        lambda a: jax.lax.dynamic_slice_in_dim(a, start, length, axis=0), inputs
+    )
 
 
 def is_concrete(x) -> bool:
@@ -56,17 +67,6 @@ def is_concrete(x) -> bool:
     return isinstance(x, (int, float, np.ndarray, np.number)) and not isinstance(
         x, jax.core.Tracer
     )
-
-
-def warn_if_float32(what: str) -> None:
-    """Warn (at trace time) that `what` is unreliable in float32."""
-    if not jax.config.read("jax_enable_x64"):
-        warnings.warn(
-            f"{what} is computed in float32 because `jax_enable_x64` is off; results "
-            "may be accurate to only a few digits. Enable float64 with "
-            "`jax.config.update('jax_enable_x64', True)` for reliable values.",
-            stacklevel=3,
-        )
 
 
 def as_param(x):

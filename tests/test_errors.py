@@ -19,7 +19,7 @@ def test_wrong_dimension_x0():
         dynjax.trajectory(dynjax.systems.Lorenz(), jnp.ones(2), t1=1.0)
     with pytest.raises(ValueError, match=r"1-D state vector"):
         dynjax.trajectory(dynjax.systems.Lorenz(), jnp.ones((2, 3)), t1=1.0)
-    with pytest.raises(ValueError, match=r"has d=3"):
+    with pytest.raises(ValueError, match=r"has dimension d=3"):
         dynjax.jacobian(dynjax.systems.Lorenz(), jnp.ones(4))
 
 
@@ -63,10 +63,12 @@ def test_flow_without_end_time_and_map_without_steps():
 
 def test_driven_map_needs_inputs():
     rnn = dynjax.DrivenMap(lambda h, u, p: jnp.tanh(h + u), None)
-    with pytest.raises(ValueError, match="pass `inputs=` with shape"):
+    with pytest.raises(ValueError, match="needs its input sequence: pass `inputs=`"):
         dynjax.trajectory(rnn, jnp.zeros(3))
-    with pytest.raises(ValueError, match=r"`inputs` must have shape \(T, m\)"):
-        dynjax.trajectory(rnn, jnp.zeros(3), inputs=jnp.zeros(10))
+    with pytest.raises(ValueError, match=r"leaf .* is a scalar"):
+        dynjax.trajectory(rnn, jnp.zeros(3), inputs={"u": jnp.zeros(10), "v": 1.0})
+    with pytest.raises(ValueError, match=r"share their leading \(time\) axis"):
+        dynjax.trajectory(rnn, jnp.zeros(3), inputs=(jnp.zeros(10), jnp.zeros(9)))
     with pytest.raises(ValueError, match="pass `u=`"):
         dynjax.jacobian(rnn, jnp.zeros(3))
 

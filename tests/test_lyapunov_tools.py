@@ -367,8 +367,10 @@ def test_map_and_driven_map_errors():
     rnn = dynjax.DrivenMap(lambda h, u, p: jnp.tanh(h + u))
     with pytest.raises(ValueError, match="needs its input sequence"):
         dynjax.lyapunov_spectrum(rnn, jnp.zeros(2))
-    with pytest.raises(ValueError, match="shape \\(T, m\\)"):
-        dynjax.lyapunov_spectrum(rnn, jnp.zeros(2), inputs=jnp.zeros(10))
+    with pytest.raises(ValueError, match="share their leading"):
+        dynjax.lyapunov_spectrum(
+            rnn, jnp.zeros(2), inputs={"a": jnp.zeros(10), "b": jnp.zeros((9, 2))}
+        )
     with pytest.raises(ValueError, match="leaves no steps"):
         dynjax.lyapunov_spectrum(
             rnn, jnp.zeros(2), inputs=jnp.zeros((5, 2)), transient=5

@@ -7,8 +7,8 @@ import optimistix as optx
 from jaxtyping import Array, Bool, Float, Int
 
 from .._custom_types import Args, RealScalarLike
-from .._misc import warn_if_float32
 from .._results import RESULTS
+from .._system._checks import conform
 from ._linearize import _evolution
 
 
@@ -263,14 +263,15 @@ def find_equilibria(
     if not isinstance(period, int) or period < 1:
         raise ValueError(f"`period` must be a positive int, got {period!r}.")
     _evolution(system, t, args, period)  # structural checks
+    system, _, args = conform(
+        system, guesses[0], verb="find_equilibria", args=args, t=t, name="guesses[0]"
+    )
     guesses = eqx.error_if(
         guesses,
         jnp.any(~jnp.isfinite(guesses)),
         "`guesses` contain non-finite values (NaN or inf); pass finite guesses.",
     )
     double = jnp.finfo(guesses.dtype).bits >= 64
-    if not double:
-        warn_if_float32("find_equilibria")
     rtol = (1e-10 if double else 1e-4) if rtol is None else rtol
     atol = (1e-10 if double else 1e-4) if atol is None else atol
     matrix_free = linear_solver is not None and not isinstance(

@@ -5,8 +5,8 @@ import jax.scipy.linalg as jsl
 from jaxtyping import Array, Bool, Complex, Float, Int
 
 from .._custom_types import Args, RealScalarLike, StateLike
-from .._misc import check_state
 from .._system import AbstractDrivenMap, AbstractFlow, AbstractMap, AbstractSystem
+from .._system._checks import check_state, conform
 
 
 class Stability(eqx.Enumeration):
@@ -207,7 +207,10 @@ def linearize(
     """
     if not isinstance(period, int) or period < 1:
         raise ValueError(f"`period` must be a positive int, got {period!r}.")
-    x_star = check_state(x_star, system.d, "x_star")
+    _evolution(system, t, args, period)  # structural checks first
+    system, x_star, args = conform(
+        system, x_star, verb="linearize", args=args, t=t, name="x_star"
+    )
     return _linearize(system, x_star, t, args, period, tol)
 
 
@@ -303,7 +306,9 @@ def max_stable_step(
             "`max_stable_step` takes a flow; for a map, the stability of its fixed "
             "points is `dynjax.linearize(map, x_star)`."
         )
-    x_star = check_state(x_star, flow.d, "x_star")
+    flow, x_star, args = conform(
+        flow, x_star, verb="max_stable_step", args=args, t=t, name="x_star"
+    )
     return _max_stable_step(flow, x_star, t, args, throw)
 
 
@@ -429,7 +434,11 @@ def linear_modes(
         if d is None:
             raise ValueError("Pass `x0=` or `x_star=`: the system does not know `d`.")
         x_star = jnp.zeros(d, dtype=x0.dtype if x0 is not None else float)
-    x_star = check_state(x_star, d, "x_star")
+    system, x_star, args = conform(
+        system, x_star, verb="linear_modes", args=args, name="x_star"
+    )
+    if x0 is not None:
+        x0 = x0.astype(x_star.dtype)
     return _linear_modes(system, x_star, x0, args)
 
 
@@ -468,8 +477,9 @@ def linear_flow(
     **Reference:** N. J. Higham, "The scaling and squaring method for the matrix
     exponential revisited", SIAM J. Matrix Anal. Appl. 26, 1179-1193 (2005).
     """
-    x0 = check_state(x0, system.d)
+    system, x0, args = conform(system, x0, verb="linear_flow", args=args)
     x_star = jnp.zeros_like(x0) if x_star is None else check_state(x_star, x0.shape[0])
+    x_star = x_star.astype(x0.dtype)
     ts = jnp.asarray(ts, dtype=x0.dtype)
     if ts.ndim != 1:
         raise ValueError(f"`ts` must be a 1-D array of times, got shape {ts.shape}.")

@@ -7,8 +7,8 @@ import optax
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from .._custom_types import Args, StateLike
-from .._misc import check_state
 from .._system import AbstractFlow, AbstractMap
+from .._system._checks import conform
 
 
 class LyapunovCheck(eqx.Module):
@@ -133,7 +133,9 @@ def check_lyapunov_function(
     and 4.4 (LaSalle).
     """
     _system_check(system)
-    x_star = check_state(x_star, system.d, "x_star")
+    system, x_star, args = conform(
+        system, x_star, verb="check_lyapunov_function", args=args, name="x_star"
+    )
     samples = jnp.asarray(samples, dtype=x_star.dtype)
     if samples.ndim != 2 or samples.shape[1] != x_star.shape[0]:
         raise ValueError(
@@ -273,7 +275,9 @@ def learn_lyapunov_function(
     Lyapunov control", NeurIPS (2019).
     """
     _system_check(system)
-    x_star = check_state(x_star, system.d, "x_star")
+    system, x_star, args = conform(
+        system, x_star, verb="learn_lyapunov_function", args=args, name="x_star"
+    )
     d = x_star.shape[0]
     try:
         lo, hi = region

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._custom_types import Args, RealScalarLike, StateLike
-from .._misc import check_state, warn_if_float32
 from .._results import RESULTS
 from .._system import AbstractFlow, AbstractMap
+from .._system._checks import conform
 
 
 class Manifold(eqx.Module):
@@ -123,10 +123,9 @@ def _manifold(
         raise ValueError(f"`n_points` must be an int >= 2, got {n_points!r}.")
     if isinstance(t_end, (int, float)) and not t_end > 0:
         raise ValueError(f"`t_end` must be positive, got {t_end}.")
-    x_star = check_state(x_star, flow.d, "x_star")
+    verb = "unstable_manifold" if unstable else "stable_manifold"
+    flow, x_star, args = conform(flow, x_star, verb=verb, args=args, name="x_star")
     double = jnp.finfo(x_star.dtype).bits >= 64
-    if not double:
-        warn_if_float32("the invariant manifold")
     if eps is None:
         eps = (1e-7 if double else 1e-3) * (1.0 + jnp.max(jnp.abs(x_star)))
     solver = dfx.Tsit5() if solver is None else solver

@@ -35,9 +35,9 @@ class CovariantLyapunovVectors(eqx.Module):
 
 
 @eqx.filter_jit
-def _clv(plan, args, n_samples, throw):
+def _clv(plan, n_samples, throw):
     state, cum, times, code, (_, (ts, xs, Qs, Rs)) = plan.run(
-        args, remainder=0, method="matrix-free", store_qr=True
+        remainder=0, method="matrix-free", store_qr=True
     )
     k = Qs.shape[-1]
 
@@ -133,10 +133,12 @@ def covariant_lyapunov_vectors(
         transient=transient,
         tangent_warmup=tangent_warmup,
         inputs=inputs,
+        args=args,
+        verb="covariant_lyapunov_vectors",
         base="e",
         solver=solver,
         state=None,
         key=key,
         method="matrix-free",
     )
-    return _clv(plan, args, n_samples, throw)
+    return _clv(plan, n_samples, throw)

@@ -36,8 +36,8 @@ class FiniteTimeLyapunov(eqx.Module):
 
 
 @eqx.filter_jit
-def _ftle(plan, args, windows, blocks_per_window, throw):
-    state, _, times, code, (log_r, _) = plan.run(args, remainder=0)
+def _ftle(plan, windows, blocks_per_window, throw):
+    state, _, times, code, (log_r, _) = plan.run(remainder=0)
     tau = plan.dt * (blocks_per_window * plan.interval)
     sums = log_r.reshape(windows, blocks_per_window, -1).sum(axis=1)
     exponents = sums / tau / plan.log_base
@@ -140,10 +140,12 @@ def finite_time_lyapunov(
         transient=transient,
         tangent_warmup=tangent_warmup,
         inputs=inputs,
+        args=args,
+        verb="finite_time_lyapunov",
         base=base,
         solver=solver,
         state=state,
         key=key,
         method=method,
     )
-    return _ftle(plan, args, n_windows, blocks, throw)
+    return _ftle(plan, n_windows, blocks, throw)

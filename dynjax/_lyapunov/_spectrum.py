@@ -12,10 +12,11 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 
 from .._custom_types import Args, Inputs, State, StateLike, Tangents
-from .._misc import check_inputs, check_state, is_concrete, warn_if_float32
+from .._misc import check_inputs, input_at, is_concrete
 from .._results import RESULTS
 from .._scan import scan
 from .._system import AbstractDrivenMap, AbstractFlow, AbstractSystem
+from .._system._checks import check_state, conform
 from ._fuse import merge_default
 from ._qr import qr_chain, qr_positive
 from ._tangent import (
@@ -144,7 +145,7 @@ def _qr_scan(
     is the same computation in a different order.
     """
     if us is not None:
-        us = us.reshape(n_blocks, interval, *us.shape[1:])
+        us = jax.tree.map(lambda a: a.reshape(n_blocks, interval, *a.shape[1:]), us)
     if store_qr and method != "matrix-free":
         raise ValueError("store_qr needs method='matrix-free'.")
     if method == "matrix-free":
@@ -186,13 +187,18 @@ def _qr_scan(
     if n_full:
         us_full = None
         if us is not None:
-            us_full = us[: n_full * per_chunk].reshape(n_full, per_chunk, *us.shape[1:])
+            us_full = jax.tree.map(
+                lambda a: a[: n_full * per_chunk].reshape(
+                    n_full, per_chunk, *a.shape[1:]
+                ),
+                us,
+            )
         carry, out = jax.lax.scan(
             lambda c, u: chunk(c, u, per_chunk), carry, us_full, length=n_full
         )
         outs.append(jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), out))
     if rest:
-        us_rest = None if us is None else us[n_full * per_chunk :]
+        us_rest = jax.tree.map(lambda a: a[n_full * per_chunk :], us)
         carry, out = chunk(carry, us_rest, rest)
         outs.append(out)
     out = jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
@@ -254,7 +260,7 @@ def _run(
         nonlocal pos
         if inputs is None:
             return None
-        out = inputs[pos : pos + n]
+        out = jax.tree.map(lambda a: a[pos : pos + n], inputs)
         pos += n
         return out
 
@@ -357,7 +363,8 @@ class _Plan(eqx.Module):
     state: LyapunovState | None
     key: PRNGKeyArray
     dt_array: Array
-    inputs: Array | None
+    inputs: Any
+    args: Any
     k: int = eqx.field(static=True)
     n_transient: int = eqx.field(static=True)
     n_warmup: int = eqx.field(static=True)
@@ -381,14 +388,14 @@ class _Plan(eqx.Module):
             return self.state
         return _fresh_state(self.x0, self.k, self.key, self.time0)
 
-    def run(self, args, *, remainder: int, method: str | None = None, **kwargs):
+    def run(self, *, remainder: int, method: str | None = None, **kwargs):
         """`_run` from the initial state with this plan's layout (inside `jit`)."""
         return _run(
             self.tangent,
             self.initial_state(),
             self.dt,
             self.inputs,
-            args,
+            self.args,
             n_transient=self.n_transient,
             n_warmup=self.n_warmup,
             interval=self.interval,
@@ -416,6 +423,8 @@ def _plan(
     state,
     key,
     method,
+    args=None,
+    verb="lyapunov_spectrum",
     merge=None,
     batched=False,
 ) -> _Plan:
@@ -425,9 +434,16 @@ def _plan(
         )
     is_flow = isinstance(system, AbstractFlow)
     is_driven = isinstance(system, AbstractDrivenMap)
-    x0 = check_state(x0, system.d)
+    if is_driven:
+        inputs, n_inputs = check_inputs(inputs)
+    system, x0, args = conform(
+        system,
+        x0,
+        verb=verb,
+        args=args,
+        u=input_at(inputs, 0) if is_driven else None,
+    )
     d = x0.shape[0]
-    warn_if_float32("Lyapunov exponents")
     if state is not None:
         if not isinstance(state, LyapunovState):
             raise ValueError(
@@ -527,18 +543,17 @@ def _plan(
     if state is not None:
         n_transient = n_warmup = 0
     if is_driven:
-        inputs = check_inputs(inputs)
         used = n_transient + n_warmup * interval
         if n_steps is None:
-            n_steps = inputs.shape[0] - used
-        elif inputs.shape[0] != used + n_steps:
+            n_steps = n_inputs - used
+        elif n_inputs != used + n_steps:
             raise ValueError(
-                f"`inputs` has {inputs.shape[0]} rows but the run needs "
+                f"`inputs` has {n_inputs} steps but the run needs "
                 f"transient + tangent_warmup * interval + n_steps = {used + n_steps}."
             )
         if n_steps < 1:
             raise ValueError(
-                f"`inputs` has {inputs.shape[0]} rows, which leaves no steps after "
+                f"`inputs` has {n_inputs} steps, which leaves no steps after "
                 f"the transient and warm-up ({used} steps); pass a longer sequence."
             )
     else:
@@ -577,6 +592,7 @@ def _plan(
         dt_array=dt,
         dt_value=dt_value,
         inputs=inputs,
+        args=args,
         n_transient=n_transient,
         n_warmup=n_warmup,
         interval=interval,
@@ -588,8 +604,8 @@ def _plan(
 
 
 @eqx.filter_jit
-def _run_and_finish(plan: _Plan, args, throw: bool) -> LyapunovResult:
-    state, cum, times, code, _ = plan.run(args, remainder=plan.remainder)
+def _run_and_finish(plan: _Plan, throw: bool) -> LyapunovResult:
+    state, cum, times, code, _ = plan.run(remainder=plan.remainder)
     stats = _stats(plan, plan.n_blocks, plan.remainder, include_prelude=True)
     return _finish(state, cum, times, code, stats, plan.log_base, throw)
 
@@ -617,7 +633,7 @@ def _run_chunked(plan: _Plan, args, throw: bool, progress) -> LyapunovResult:
     def call(n_transient, n_warmup, n_blocks, remainder):
         nonlocal pos
         n_in = n_transient + (n_warmup + n_blocks) * plan.interval + remainder
-        chunk_inputs = None if inputs is None else inputs[pos : pos + n_in]
+        chunk_inputs = jax.tree.map(lambda a: a[pos : pos + n_in], inputs)
         pos += n_in
         return _run(
             plan.tangent,
@@ -851,7 +867,8 @@ def lyapunov_spectrum(
                 "`progress` runs compiled chunks from Python and cannot be used "
                 "under `jit`/`vmap`/`grad`; pass `progress=False`."
             )
-        return _run_chunked(_plan(system, x0, **options), args, throw, progress)
+        plan = _plan(system, x0, args=args, **options)
+        return _run_chunked(plan, plan.args, throw, progress)
     return _spectrum_jit(system, x0, args, throw, options)
 
 
@@ -870,7 +887,7 @@ def _is_batched(tree) -> bool:
 def _spectrum_jit(system, x0, args, throw, options) -> LyapunovResult:
     # Validation runs at trace time, so a compiled call costs no Python-side
     # array work (about 1 ms saved per call).
-    return _run_and_finish(_plan(system, x0, **options), args, throw)
+    return _run_and_finish(_plan(system, x0, args=args, **options), throw)
 
 
 def max_lyapunov(system: AbstractSystem, x0: StateLike, **kwargs) -> LyapunovResult:

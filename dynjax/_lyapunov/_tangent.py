@@ -273,23 +273,21 @@ def _propagators_batch_last(tangent, times, xs, us, interval, dt, args):
     """
     n, d = xs.shape
     dtype = xs.dtype
-    if us is None:
-        step = vmap_last(
-            lambda t, x, V: tangent.tangent_step(t, x, V, None, dt, args),
-            (True, True, True),
-        )
-    else:
-        step = vmap_last(
-            lambda t, x, V, u: tangent.tangent_step(t, x, V, u, dt, args),
-            (True, True, True, True),
-        )
+    u_leaves, u_tree = jax.tree.flatten(us)
+    step = vmap_last(
+        lambda t, x, V, *u: tangent.tangent_step(
+            t, x, V, jax.tree.unflatten(u_tree, u), dt, args
+        ),
+        (True,) * (3 + len(u_leaves)),
+    )
     times = jnp.broadcast_to(jnp.asarray(times), (n,))
     V = jnp.broadcast_to(jnp.eye(d, dtype=dtype)[:, :, None], (d, d, n))
-    u_steps = None if us is None else jnp.moveaxis(us, (0, 1), (-1, 0))
+    # (blocks, interval, ...) -> (interval, ..., blocks): steps lead, blocks last.
+    u_steps = [jnp.moveaxis(a, (0, 1), (-1, 0)) for a in u_leaves]
 
     def body(carry, u):
         t, x, V = carry
-        x, V = step(t, x, V) if u is None else step(t, x, V, u)
+        x, V = step(t, x, V, *u)
         return (tangent.next_time(t, dt), x, V), None
 
     (_, _, V), _ = jax.lax.scan(body, (times, xs.T, V), u_steps, length=interval)

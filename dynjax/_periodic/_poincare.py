@@ -6,9 +6,10 @@ import optimistix as optx
 from jaxtyping import Array, Float
 
 from .._custom_types import Args, IntScalarLike, RealScalarLike, State, StateLike
-from .._misc import as_param, check_state, warn_if_float32
+from .._misc import as_param
 from .._results import RESULTS
 from .._system import AbstractFlow, AbstractMap
+from .._system._checks import conform
 
 
 _DIRECTIONS = {1: True, -1: False, 0: None}
@@ -227,10 +228,8 @@ def poincare_section(
     if not isinstance(n_crossings, int) or n_crossings < 1:
         raise ValueError(f"`n_crossings` must be a positive int, got {n_crossings!r}.")
     _check_direction(direction)
-    x0 = check_state(x0, flow.d)
+    flow, x0, args = conform(flow, x0, verb="poincare_section", args=args, t=t0)
     normal, offset = _check_plane(plane, x0.shape[0])
-    if x0.dtype == jnp.float32:
-        warn_if_float32("poincare_section")
     solver, controller = _defaults(x0.dtype, solver, stepsize_controller)
     t0 = jnp.asarray(t0, dtype=x0.dtype)
     t_max = jnp.asarray(t_max, dtype=x0.dtype)

@@ -6,9 +6,9 @@ import optimistix as optx
 from jaxtyping import Array, Complex, Float, Int
 
 from .._custom_types import Args, RealScalarLike, StateLike
-from .._misc import check_state, warn_if_float32
 from .._results import RESULTS
 from .._system import AbstractFlow
+from .._system._checks import conform
 
 
 class PeriodicOrbit(eqx.Module):
@@ -248,13 +248,11 @@ def find_periodic_orbit(
         raise ValueError(f"`n_segments` must be a positive int, got {n_segments!r}.")
     if not isinstance(n_save, int) or n_save < 2:
         raise ValueError(f"`n_save` must be an int >= 2, got {n_save!r}.")
-    x0 = check_state(x0, flow.d)
+    flow, x0, args = conform(flow, x0, verb="find_periodic_orbit", args=args)
     if isinstance(period_guess, (int, float)) and not period_guess > 0:
         raise ValueError(f"`period_guess` must be positive, got {period_guess}.")
     period_guess = jnp.asarray(period_guess, dtype=x0.dtype)
     double = jnp.finfo(x0.dtype).bits >= 64
-    if not double:
-        warn_if_float32("find_periodic_orbit")
     rtol = (1e-9 if double else 1e-4) if rtol is None else rtol
     atol = (1e-9 if double else 1e-4) if atol is None else atol
     solver = dfx.Tsit5() if solver is None else solver

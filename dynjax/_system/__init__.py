@@ -4,6 +4,7 @@ from ._base import (
     AbstractMap as AbstractMap,
     AbstractSystem as AbstractSystem,
 )
+from ._coordinates import state_difference as state_difference
 from ._jacobian import jacobian as jacobian
 from ._transforms import (
     autonomize as autonomize,

@@ -1,4 +1,5 @@
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 
@@ -18,9 +19,26 @@ class AbstractSystem(eqx.Module):
 
     Subclasses are either abstract (`AbstractFlow`, `AbstractMap`,
     `AbstractDrivenMap`) or final (`dynjax.systems.Lorenz`, ...).
+
+    Two optional class attributes describe the state space; a final system sets
+    them as class attributes (`state_names = ("x", "y", "z")`), the
+    plain-function wrappers take them as keyword arguments:
+
+    - `state_names`: a tuple of `d` strings naming the coordinates, used to label
+        plots (default `None`: `x[0]`, `x[1]`, ...).
+    - `coordinate_periods`: a tuple of `d` entries, each `None` (an ordinary
+        coordinate) or a positive period `P` (an angle-like coordinate living on a
+        circle of circumference `P`, e.g. `2 pi`). Every verb that compares two
+        states (residuals of period-p points, deduplication, orbit closure,
+        Poincaré maps) uses the wrapped difference `dynjax.state_difference`, so
+        that points are found across the seam and winding orbits
+        (`F^p(x) = x + m P`) are periodic orbits. Default `None`: no periodic
+        coordinate.
     """
 
     d: eqx.AbstractVar[int | None]
+    state_names: ClassVar[tuple[str, ...] | None] = None
+    coordinate_periods: ClassVar[tuple[float | None, ...] | None] = None
 
 
 class AbstractFlow(AbstractSystem):

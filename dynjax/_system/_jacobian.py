@@ -4,6 +4,7 @@ from jaxtyping import Array, Float
 
 from .._custom_types import Args, RealScalarLike, StateLike
 from ._base import AbstractDrivenMap, AbstractFlow, AbstractMap, AbstractSystem
+from ._checks import conform
 
 
 def jacobian(
@@ -32,26 +33,20 @@ def jacobian(
 
     The Jacobian `J[i, j] = d(dx_i/dt) / d x_j` (or `d x_{n+1, i} / d x_{n, j}`).
     """
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.inexact):
-        x = x.astype(jnp.result_type(float))
-    if x.ndim != 1:
-        raise ValueError(f"`x` must have shape (d,), got {x.shape}.")
-    if system.d is not None and x.shape[0] != system.d:
+    if isinstance(system, AbstractDrivenMap) and u is None:
         raise ValueError(
-            f"`x` has dimension {x.shape[0]} but the system has d={system.d}."
+            "The Jacobian of a driven map depends on the input: pass `u=` with "
+            "the input at which to linearize."
         )
+    if u is not None:
+        u = jax.tree.map(jnp.asarray, u)
+    system, x, args = conform(system, x, verb="jacobian", args=args, u=u, t=t, name="x")
     if isinstance(system, AbstractFlow):
         return jax.jacfwd(lambda y: system.vector_field(t, y, args))(x)
     if isinstance(system, AbstractMap):
         return jax.jacfwd(lambda y: system.step(t, y, args))(x)
     if isinstance(system, AbstractDrivenMap):
-        if u is None:
-            raise ValueError(
-                "The Jacobian of a driven map depends on the input: pass `u=` with "
-                "the input at which to linearize."
-            )
-        return jax.jacfwd(lambda y: system.step(y, jnp.asarray(u), args))(x)
+        return jax.jacfwd(lambda y: system.step(y, u, args))(x)
     raise TypeError(
         f"`system` must be a dynjax flow, map or driven map, got {type(system)}."
     )

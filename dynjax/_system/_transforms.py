@@ -20,6 +20,16 @@ class Autonomized(AbstractFlow):
     def d(self) -> int | None:
         return None if self.flow.d is None else self.flow.d + 1
 
+    @property
+    def state_names(self):  # pyright: ignore[reportIncompatibleVariableOverride]
+        names = self.flow.state_names
+        return None if names is None else ("t", *names)
+
+    @property
+    def coordinate_periods(self):  # pyright: ignore[reportIncompatibleVariableOverride]
+        periods = self.flow.coordinate_periods
+        return None if periods is None else (None, *periods)
+
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del t
         dx = self.flow.vector_field(x[0], x[1:], args)
@@ -115,6 +125,14 @@ class EulerMap(AbstractMap):
     @property
     def d(self) -> int | None:
         return self.flow.d
+
+    @property
+    def state_names(self):  # pyright: ignore[reportIncompatibleVariableOverride]
+        return self.flow.state_names
+
+    @property
+    def coordinate_periods(self):  # pyright: ignore[reportIncompatibleVariableOverride]
+        return self.flow.coordinate_periods
 
     def step(self, n: IntScalarLike, x: State, args: Args = None) -> State:
         return x + self.h * self.flow.vector_field(n * self.h, x, args)

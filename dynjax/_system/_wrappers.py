@@ -6,6 +6,7 @@ import equinox as eqx
 from .._custom_types import Args, Input, IntScalarLike, Params, RealScalarLike, State
 from .._misc import params_to_arrays
 from ._base import AbstractDrivenMap, AbstractFlow, AbstractMap
+from ._coordinates import check_coordinate_periods, check_state_names
 
 
 class Flow(AbstractFlow):
@@ -20,6 +21,9 @@ class Flow(AbstractFlow):
         of the shape of `x`.
     - `params`: a pytree of parameters (default `None`).
     - `d`: the state dimension, if known; otherwise taken from the initial state.
+    - `state_names`: optional names of the coordinates, for plot labels.
+    - `coordinate_periods`: optional, one entry per coordinate: `None`, or the
+        period of an angle-like coordinate (see `dynjax.AbstractSystem`).
 
     !!! Example
 
@@ -34,11 +38,23 @@ class Flow(AbstractFlow):
     f: Callable[[RealScalarLike, State, Any], State]
     params: Params
     d: int | None = eqx.field(static=True)
+    state_names: tuple[str, ...] | None = eqx.field(static=True)
+    coordinate_periods: tuple[float | None, ...] | None = eqx.field(static=True)
 
-    def __init__(self, f, params=None, *, d: int | None = None):
+    def __init__(
+        self,
+        f,
+        params=None,
+        *,
+        d: int | None = None,
+        state_names: tuple[str, ...] | None = None,
+        coordinate_periods: tuple[float | None, ...] | None = None,
+    ):
         self.f = f
         self.params = params_to_arrays(params)
         self.d = d
+        self.state_names = check_state_names(state_names, d)
+        self.coordinate_periods = check_coordinate_periods(coordinate_periods, d)
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del args
@@ -54,16 +70,31 @@ class Map(AbstractMap):
     - `params`: a pytree of parameters (default `None`); floating-point leaves
         are differentiable.
     - `d`: the state dimension, if known; otherwise taken from the initial state.
+    - `state_names`: optional names of the coordinates, for plot labels.
+    - `coordinate_periods`: optional, one entry per coordinate: `None`, or the
+        period of an angle-like coordinate (see `dynjax.AbstractSystem`).
     """
 
     F: Callable[[IntScalarLike, State, Any], State]
     params: Params
     d: int | None = eqx.field(static=True)
+    state_names: tuple[str, ...] | None = eqx.field(static=True)
+    coordinate_periods: tuple[float | None, ...] | None = eqx.field(static=True)
 
-    def __init__(self, F, params=None, *, d: int | None = None):
+    def __init__(
+        self,
+        F,
+        params=None,
+        *,
+        d: int | None = None,
+        state_names: tuple[str, ...] | None = None,
+        coordinate_periods: tuple[float | None, ...] | None = None,
+    ):
         self.F = F
         self.params = params_to_arrays(params)
         self.d = d
+        self.state_names = check_state_names(state_names, d)
+        self.coordinate_periods = check_coordinate_periods(coordinate_periods, d)
 
     def step(self, n: IntScalarLike, x: State, args: Args = None) -> State:
         del args
@@ -81,16 +112,31 @@ class DrivenMap(AbstractDrivenMap):
     - `F`: the update, called as `F(x, u, params)`.
     - `params`: a pytree of parameters (default `None`).
     - `d`: the state dimension, if known; otherwise taken from the initial state.
+    - `state_names`: optional names of the coordinates, for plot labels.
+    - `coordinate_periods`: optional, one entry per coordinate: `None`, or the
+        period of an angle-like coordinate (see `dynjax.AbstractSystem`).
     """
 
     F: Callable[[State, Input, Any], State]
     params: Params
     d: int | None = eqx.field(static=True)
+    state_names: tuple[str, ...] | None = eqx.field(static=True)
+    coordinate_periods: tuple[float | None, ...] | None = eqx.field(static=True)
 
-    def __init__(self, F, params=None, *, d: int | None = None):
+    def __init__(
+        self,
+        F,
+        params=None,
+        *,
+        d: int | None = None,
+        state_names: tuple[str, ...] | None = None,
+        coordinate_periods: tuple[float | None, ...] | None = None,
+    ):
         self.F = F
         self.params = params_to_arrays(params)
         self.d = d
+        self.state_names = check_state_names(state_names, d)
+        self.coordinate_periods = check_coordinate_periods(coordinate_periods, d)
 
     def step(self, x: State, u: Input, args: Args = None) -> State:
         del args

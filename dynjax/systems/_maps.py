@@ -1,3 +1,5 @@
+import math
+
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -141,6 +143,7 @@ class StandardMap(AbstractMap):
     K: Float[Array, ""] = eqx.field(converter=as_param, default=0.971635)
     wrap: bool = eqx.field(static=True, default=True)
     d = 2
+    coordinate_periods = (2 * math.pi, 2 * math.pi)
 
     def step(self, n: IntScalarLike, x: State, args: Args = None) -> State:
         del n, args
