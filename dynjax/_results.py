@@ -1,4 +1,6 @@
 import diffrax as dfx
+import equinox as eqx
+import jax
 
 
 class RESULTS(dfx.RESULTS):  # pyright: ignore[reportRedeclaration]
@@ -15,14 +17,41 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportRedeclaration]
         "size is too large: reduce `dt`, tighten the tolerances, or start closer to "
         "the attractor."
     )
+    map_escaped = (
+        "The orbit of the map became non-finite (NaN or inf): it escaped to infinity "
+        "or reached a point where the map is undefined. A map has no step size to "
+        "reduce: start inside the basin of a bounded attractor, or check the "
+        "parameters."
+    )
+    blow_up = (
+        "The solution blows up in finite time: the state grew without bound while "
+        "the solver's step size collapsed, before `t1`. Raising `max_steps` cannot "
+        "help; integrate to a time before the blow-up (the last finite state and its "
+        "time are in the result), or check the vector field."
+    )
     nonfinite_tangent = (
         "A tangent vector overflowed or became non-finite between two "
         "re-orthonormalizations. Re-orthonormalize more often (smaller `interval`) or "
-        "reduce the step size."
+        "reduce the step size `dt`."
+    )
+    nonfinite_tangent_map = (
+        "A tangent vector of the map overflowed or became non-finite between two "
+        "re-orthonormalizations (its Jacobian is non-finite or too large along the "
+        "orbit). Re-orthonormalize every step (`interval=1`)."
     )
     degenerate_tangent = (
-        "A tangent vector collapsed to zero (|R_ii| underflowed) between two "
-        "re-orthonormalizations. Re-orthonormalize more often (smaller `interval`)."
+        "A tangent direction was swamped by the leading ones between two "
+        "re-orthonormalizations (its component orthogonal to them fell to rounding "
+        "level), so its exponent cannot be resolved. A flow's propagator is "
+        "invertible, so this is rounding, not collapse: re-orthonormalize more often "
+        "(smaller `interval`)."
+    )
+    degenerate_tangent_map = (
+        "A tangent direction collapsed to rounding level within one block of several "
+        "map iterations; it cannot be told whether the map's Jacobian is singular "
+        "there or the direction was swamped. Re-orthonormalize every step "
+        "(`interval=1`): a direction that collapses within one step then gets the "
+        "exponent -inf."
     )
     singular_jacobian = (
         "The Jacobian is singular at the point found: the point is degenerate "
@@ -36,3 +65,29 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportRedeclaration]
         "The trajectory did not cross the Poincare section (in the requested "
         "direction) within `t_max`: raise `t_max`, or check the plane and `direction`."
     )
+
+
+def is_traced(tree) -> bool:
+    """Whether any leaf of `tree` is a JAX tracer (inside `jit`, `vmap`, `grad`)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
+
+
+def raise_if_failed(result: RESULTS, value, details=None):
+    """`throw=True` for a result computed outside `jit`, with run-time details.
+
+    When `result` is a concrete value (the verb was called eagerly), a failure
+    raises `equinox.EquinoxRuntimeError` with the code's message followed by
+    `details(value)` (a callable returning a string, evaluated only on failure,
+    e.g. the blow-up time or the smallest residual). Under a trace (`jit`,
+    `vmap`, `grad`) the values are unknown, so the failure is attached to `value`
+    with `result.error_if`, which raises the code's message at run time.
+    Returns `value`.
+    """
+    if is_traced(result):
+        return result.error_if(value, result != RESULTS.successful)
+    if result != RESULTS.successful:
+        message = RESULTS[result]
+        if details is not None:
+            message = f"{message} {details(value)}"
+        raise eqx.EquinoxRuntimeError(message)
+    return value
