@@ -36,6 +36,7 @@ class Lorenz(AbstractFlow):
     rho: Float[Array, ""] = eqx.field(converter=as_param, default=28.0)
     beta: Float[Array, ""] = eqx.field(converter=as_param, default=8.0 / 3.0)
     d = 3
+    state_names = ("x", "y", "z")
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del t, args
@@ -92,6 +93,7 @@ class Rossler(AbstractFlow):
     b: Float[Array, ""] = eqx.field(converter=as_param, default=0.2)
     c: Float[Array, ""] = eqx.field(converter=as_param, default=5.7)
     d = 3
+    state_names = ("x", "y", "z")
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del t, args
@@ -132,6 +134,7 @@ class Chen(AbstractFlow):
     b: Float[Array, ""] = eqx.field(converter=as_param, default=3.0)
     c: Float[Array, ""] = eqx.field(converter=as_param, default=28.0)
     d = 3
+    state_names = ("x", "y", "z")
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del t, args
@@ -185,6 +188,7 @@ class Chua(AbstractFlow):
     alpha: Float[Array, ""] = eqx.field(converter=as_param, default=10.0)
     beta: Float[Array, ""] = eqx.field(converter=as_param, default=16.0)
     d = 3
+    state_names = ("x", "y", "z")
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del t, args
@@ -229,6 +233,7 @@ class Lorenz84(AbstractFlow):
     F: Float[Array, ""] = eqx.field(converter=as_param, default=8.0)
     G: Float[Array, ""] = eqx.field(converter=as_param, default=1.0)
     d = 3
+    state_names = ("x", "y", "z")
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del t, args
@@ -263,6 +268,7 @@ class Thomas(AbstractFlow):
 
     b: Float[Array, ""] = eqx.field(converter=as_param, default=0.208186)
     d = 3
+    state_names = ("x", "y", "z")
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del t, args
@@ -288,6 +294,7 @@ class SprottA(AbstractFlow):
     """
 
     d = 3
+    state_names = ("x", "y", "z")
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del t, args

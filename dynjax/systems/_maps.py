@@ -28,6 +28,7 @@ class Henon(AbstractMap):
     a: Float[Array, ""] = eqx.field(converter=as_param, default=1.4)
     b: Float[Array, ""] = eqx.field(converter=as_param, default=0.3)
     d = 2
+    state_names = ("x", "y")
 
     def step(self, n: IntScalarLike, x: State, args: Args = None) -> State:
         del n, args
@@ -70,6 +71,7 @@ class Logistic(AbstractMap):
 
     r: Float[Array, ""] = eqx.field(converter=as_param, default=4.0)
     d = 1
+    state_names = ("x",)
 
     def step(self, n: IntScalarLike, x: State, args: Args = None) -> State:
         del n, args
@@ -105,6 +107,7 @@ class Tent(AbstractMap):
 
     mu: Float[Array, ""] = eqx.field(converter=as_param, default=2.0)
     d = 1
+    state_names = ("x",)
 
     def step(self, n: IntScalarLike, x: State, args: Args = None) -> State:
         del n, args
@@ -143,6 +146,7 @@ class StandardMap(AbstractMap):
     K: Float[Array, ""] = eqx.field(converter=as_param, default=0.971635)
     wrap: bool = eqx.field(static=True, default=True)
     d = 2
+    state_names = ("theta", "p")
     coordinate_periods = (2 * math.pi, 2 * math.pi)
 
     def step(self, n: IntScalarLike, x: State, args: Args = None) -> State:
@@ -189,6 +193,7 @@ class Ikeda(AbstractMap):
     k: Float[Array, ""] = eqx.field(converter=as_param, default=0.4)
     p: Float[Array, ""] = eqx.field(converter=as_param, default=6.0)
     d = 2
+    state_names = ("x", "y")
 
     def step(self, n: IntScalarLike, x: State, args: Args = None) -> State:
         del n, args
@@ -222,6 +227,7 @@ class CatMap(AbstractMap):
     """
 
     d = 2
+    state_names = ("x", "y")
 
     def step(self, n: IntScalarLike, x: State, args: Args = None) -> State:
         del n, args
@@ -259,6 +265,7 @@ class CircleMap(AbstractMap):
     Omega: Float[Array, ""] = eqx.field(converter=as_param, default=0.606661063)
     wrap: bool = eqx.field(static=True, default=True)
     d = 1
+    state_names = ("theta",)
 
     def step(self, n: IntScalarLike, x: State, args: Args = None) -> State:
         del n, args

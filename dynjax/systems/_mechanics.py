@@ -31,6 +31,7 @@ class HenonHeiles(AbstractFlow):
 
     lam: Float[Array, ""] = eqx.field(converter=as_param, default=1.0)
     d = 4
+    state_names = ("x", "y", "p_x", "p_y")
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del t, args
@@ -104,6 +105,7 @@ class DoublePendulum(AbstractFlow):
     l2: Float[Array, ""] = eqx.field(converter=as_param, default=1.0)
     g: Float[Array, ""] = eqx.field(converter=as_param, default=9.81)
     d = 4
+    state_names = ("theta_1", "theta_2", "omega_1", "omega_2")
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del t, args

@@ -34,6 +34,7 @@ class SaddleNodeNormalForm(AbstractFlow):
 
     mu: Float[Array, ""] = eqx.field(converter=as_param, default=1.0)
     d = 2
+    state_names = ("x", "y")
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del t, args
@@ -72,6 +73,7 @@ class TranscriticalNormalForm(AbstractFlow):
 
     mu: Float[Array, ""] = eqx.field(converter=as_param, default=1.0)
     d = 2
+    state_names = ("x", "y")
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del t, args
@@ -104,6 +106,7 @@ class PitchforkNormalForm(AbstractFlow):
 
     mu: Float[Array, ""] = eqx.field(converter=as_param, default=1.0)
     d = 2
+    state_names = ("x", "y")
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del t, args
@@ -156,6 +159,7 @@ class HopfNormalForm(AbstractFlow):
     omega: Float[Array, ""] = eqx.field(converter=as_param, default=1.0)
     beta: Float[Array, ""] = eqx.field(converter=as_param, default=1.0)
     d = 2
+    state_names = ("x", "y")
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del t, args

@@ -38,6 +38,7 @@ class Duffing(AbstractFlow):
     gamma: Float[Array, ""] = eqx.field(converter=as_param, default=7.5)
     omega: Float[Array, ""] = eqx.field(converter=as_param, default=1.0)
     d = 2
+    state_names = ("x", "v")
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del args
@@ -68,6 +69,7 @@ class VanDerPol(AbstractFlow):
 
     mu: Float[Array, ""] = eqx.field(converter=as_param, default=1.0)
     d = 2
+    state_names = ("x", "y")
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del t, args
@@ -105,6 +107,7 @@ class FitzHughNagumo(AbstractFlow):
     epsilon: Float[Array, ""] = eqx.field(converter=as_param, default=0.08)
     I: Float[Array, ""] = eqx.field(converter=as_param, default=0.5)  # noqa: E741
     d = 2
+    state_names = ("v", "w")
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del t, args
@@ -135,6 +138,7 @@ class Brusselator(AbstractFlow):
     a: Float[Array, ""] = eqx.field(converter=as_param, default=1.0)
     b: Float[Array, ""] = eqx.field(converter=as_param, default=3.0)
     d = 2
+    state_names = ("x", "y")
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del t, args
@@ -176,6 +180,7 @@ class LotkaVolterra(AbstractFlow):
     gamma: Float[Array, ""] = eqx.field(converter=as_param, default=1.0)
     delta: Float[Array, ""] = eqx.field(converter=as_param, default=1.0)
     d = 2
+    state_names = ("x", "y")
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
         del t, args
