@@ -7,8 +7,9 @@ import optimistix as optx
 from jaxtyping import Array, Bool, Float, Int
 
 from .._custom_types import Args, RealScalarLike
-from .._results import RESULTS
+from .._results import raise_if_failed, RESULTS
 from .._system._checks import conform
+from .._system._coordinates import _periods_array, state_difference
 from ._linearize import _evolution
 
 
@@ -20,24 +21,32 @@ class Equilibria(eqx.Module):
     repeat the first point so that every array stays finite. Use `unique` outside
     `jit` to get just the distinct points.
 
+    On periodic coordinates (`system.coordinate_periods`) `points` and `roots`
+    are reduced into the fundamental domain `[0, P)`, and two roots that differ
+    by a multiple of `P` are the same point.
+
     **Attributes:**
 
     - `points`: shape `(n, d)`, distinct points first.
     - `mask`: shape `(n,)`, `True` for the first `count` rows.
     - `count`: the number of distinct points.
     - `minimal_period`: shape `(n,)`, for maps the least `q` dividing `period` with
-        `F^q(x) = x` (1 for flows).
-    - `roots`: shape `(n, d)`, the end point of Newton's method from each guess.
+        `F^q(x) = x` (modulo the periods of periodic coordinates; 1 for flows).
+    - `roots`: shape `(n, d)`, the end point of Newton's method from each guess
+        (non-finite end points are replaced by 0; see `residuals`).
     - `converged`: shape `(n,)`, whether each guess converged to a root.
-    - `residuals`: shape `(n,)`, the max-norm of `f(root)` (flows) or
-        `F^p(root) - root` (maps) per guess.
+    - `residuals`: shape `(n,)`, the max-norm of `f(root)` (flows) or of the
+        wrapped difference `dynjax.state_difference(system, F^p(root), root)`
+        (maps) per guess; `inf` where Newton's end point is not finite.
     - `index`: shape `(n,)`, the row of `points` each guess converged to (`-1` if
         it did not converge).
-    - `results`: per-guess `dynjax.RESULTS` (`successful`, `not_converged`,
-        `singular_jacobian`).
+    - `results`: per-guess `dynjax.RESULTS`: `successful` (converged to a regular
+        root), `singular_jacobian` (converged to a degenerate root) or
+        `not_converged`.
     - `result`: `successful` if some guess converged to a regular root; otherwise
         `singular_jacobian` if some converged to a degenerate one; otherwise
-        `not_converged`.
+        `not_converged` (no guess converged; the smallest residual says how close
+        the best one came).
     - `num_steps`: shape `(n,)`, Newton iterations per guess.
     """
 
@@ -62,15 +71,31 @@ class Equilibria(eqx.Module):
 def _residual_fn(system, t, args, period):
     F, is_map = _evolution(system, t, args, period)
     if is_map:
-        return lambda x, _: F(x) - x
+        # Wrapped on periodic coordinates, so that `F^p(x) = x + m P` is a root. The
+        # wrap is a locally constant shift (`jnp.round` has a zero derivative), so
+        # Newton's Jacobian is that of `F^p(x) - x`.
+        return lambda x, _: state_difference(system, F(x), x)
     return lambda x, _: F(x)
 
 
-def _dedup(roots, ok, tol):
+def _reduce(system, x):
+    """`x` reduced into `[0, P)` on periodic coordinates (unchanged elsewhere)."""
+    periods = _periods_array(system, x.shape[-1], x.dtype)
+    if periods is None:
+        return x
+    safe = jnp.where(periods > 0, periods, 1.0)
+    reduced = jnp.mod(x, safe)
+    # `mod(-1e-17, P)` rounds to `P`.
+    reduced = jnp.where(reduced >= safe, reduced - safe, reduced)
+    return jnp.where(periods > 0, reduced, x)
+
+
+def _dedup(system, roots, ok, tol):
     n = roots.shape[0]
     scale = 1.0 + jnp.max(jnp.abs(roots), axis=1)
     # Chunked pairwise distances would save memory; n^2 scalars is fine for n ~ 1e4.
-    dist = jnp.max(jnp.abs(roots[:, None, :] - roots[None, :, :]), axis=-1)
+    diff = state_difference(system, roots[:, None, :], roots[None, :, :])
+    dist = jnp.max(jnp.abs(diff), axis=-1)
     close = (dist <= tol * jnp.maximum(scale[:, None], scale[None, :])) & ok[None, :]
     earlier = jnp.tril(jnp.ones((n, n), bool), k=-1)
     # The representative of i is the first converged j (j <= i) close to it.
@@ -99,7 +124,6 @@ def _find(
     dedup_tol,
     singular_tol,
     matrix_free,
-    throw,
 ):
     fn = _residual_fn(system, t, args, period)
 
@@ -108,24 +132,30 @@ def _find(
         x = sol.value
         r = fn(x, None)
         res = jnp.max(jnp.abs(r))
-        ok = (sol.result == optx.RESULTS.successful) & jnp.all(jnp.isfinite(x))
+        ok = (
+            (sol.result == optx.RESULTS.successful)
+            & jnp.all(jnp.isfinite(x))
+            & jnp.isfinite(res)
+        )
         if matrix_free:
             singular = jnp.array(False)
         else:
             J = jax.jacfwd(lambda y: fn(y, None))(jnp.where(jnp.isfinite(x), x, 0.0))
             s = jnp.linalg.svd(J, compute_uv=False)
             singular = s[-1] <= singular_tol * jnp.maximum(s[0], 1.0)
+        # Degeneracy is a property of a root: only a converged guess can have it.
+        singular = ok & singular
         results = RESULTS.where(
-            singular,
-            RESULTS.singular_jacobian,
-            RESULTS.where(ok, RESULTS.successful, RESULTS.not_converged),
+            ok,
+            RESULTS.where(singular, RESULTS.singular_jacobian, RESULTS.successful),
+            RESULTS.not_converged,
         )
         return x, res, ok, singular, results, sol.stats["num_steps"]
 
     roots, residuals, ok, singular, results, num_steps = jax.vmap(one)(guesses)
-    roots = jnp.where(jnp.isfinite(roots), roots, 0.0)
+    roots = _reduce(system, jnp.where(jnp.isfinite(roots), roots, 0.0))
     residuals = jnp.where(jnp.isfinite(residuals), residuals, jnp.inf)
-    points, mask, count, index, order = _dedup(roots, ok, dedup_tol)
+    points, mask, count, index, order = _dedup(system, roots, ok, dedup_tol)
     if period > 1:
         F, _ = _evolution(system, t, args, 1)
 
@@ -133,9 +163,8 @@ def _find(
             def body(carry, q):
                 y, found = carry
                 y = F(y)
-                hit = (period % q == 0) & (
-                    jnp.max(jnp.abs(y - x)) <= dedup_tol * (1 + jnp.max(jnp.abs(x)))
-                )
+                gap = jnp.max(jnp.abs(state_difference(system, y, x)))
+                hit = (period % q == 0) & (gap <= dedup_tol * (1 + jnp.max(jnp.abs(x))))
                 found = jnp.where((found == 0) & hit, q, found)
                 return (y, found), None
 
@@ -147,15 +176,13 @@ def _find(
         minimal_period = jax.vmap(minimal)(points)
     else:
         minimal_period = jnp.ones(points.shape[0], int)
-    any_regular = jnp.any(ok & ~singular)
-    any_singular = jnp.any(ok & singular) | jnp.any(singular)
     result = RESULTS.where(
-        any_regular,
+        jnp.any(ok & ~singular),
         RESULTS.successful,
-        RESULTS.where(any_singular, RESULTS.singular_jacobian, RESULTS.not_converged),
+        RESULTS.where(
+            jnp.any(singular), RESULTS.singular_jacobian, RESULTS.not_converged
+        ),
     )
-    if throw:
-        points = result.error_if(points, result != RESULTS.successful)
     return Equilibria(
         points=points,
         mask=mask,
@@ -168,6 +195,50 @@ def _find(
         results=results,
         result=result,
         num_steps=num_steps,
+    )
+
+
+def _failure_details(eq: Equilibria, system, is_map, period, max_steps) -> str:
+    """What went wrong, from concrete values (called only on failure, outside jit)."""
+    residuals = np.asarray(eq.residuals)
+    roots = np.asarray(eq.roots)
+    converged = np.asarray(eq.converged)
+    n = residuals.shape[0]
+    g = "f(x)"
+    if is_map:
+        g = "F(x) - x" if period == 1 else f"F^{period}(x) - x"
+    if converged.any():
+        i = int(np.flatnonzero(converged)[0])
+        return (
+            f"{int(converged.sum())} of {n} guesses converged, all to degenerate "
+            f"roots (e.g. x = {np.array2string(roots[i], precision=6)} from guess "
+            f"{i}). Give guesses near other roots, or check the parameters: a "
+            "degenerate root is a bifurcation point or lies on a continuum of roots."
+        )
+    if not np.isfinite(residuals).any():
+        return (
+            f"No guess converged to an equilibrium: Newton's method diverged to a "
+            f"non-finite value from every one of the {n} guesses. Give guesses "
+            "closer to an equilibrium, or check the system for overflow."
+        )
+    i = int(np.argmin(residuals))
+    what = f"a period-{period} point" if is_map and period > 1 else "an equilibrium"
+    if is_map and period == 1:
+        what = "a fixed point"
+    hint = (
+        f"Try more or better-spread guesses or a larger `max_steps` (now "
+        f"{max_steps}), or check that {what} exists for these parameters."
+    )
+    if is_map and system.coordinate_periods is None:
+        hint += (
+            " If some coordinates are angles, declare `coordinate_periods` on the "
+            "system so that `F^p(x) = x` is solved modulo the period (orbits that "
+            "wind around the circle)."
+        )
+    return (
+        f"No guess converged to {what}: the smallest residual "
+        f"|{g}| = {residuals[i]:.3g} was reached from guess {i} (ending at "
+        f"x = {np.array2string(roots[i], precision=6)}). {hint}"
     )
 
 
@@ -195,6 +266,18 @@ def find_equilibria(
     - flows: `g(x) = f(t, x)` (equilibria);
     - maps: `g(x) = F^p(x) - x` (fixed points for `p = 1`, period-`p` points;
       these include points of every period dividing `p`, see `minimal_period`).
+
+    **Periodic coordinates.** If the system declares `coordinate_periods` (angle
+    coordinates living on a circle of circumference `P`), a map's residual is the
+    wrapped difference `g(x) = dynjax.state_difference(system, F^p(x), x)`, whose
+    periodic components lie in `[-P/2, P/2)`. So points near the seam `0 = P`
+    converge, and on a lift (a map that does not reduce its output modulo `P`)
+    the winding orbits `F^p(x) = x + m P` (integer `m`) are period-`p` points.
+    The wrap is a locally constant shift, so Newton's Jacobian (and the
+    singularity check, and gradients through the root) are those of
+    `F^p(x) - x`. Deduplication and `minimal_period` compare points with the
+    wrapped difference, for flows too, and the returned `points` and `roots`
+    are reduced into the fundamental domain `[0, P)` on periodic coordinates.
 
     A guess has converged when optimistix reports success (Cauchy termination:
     both the Newton step and `|g|` below tolerance) and the root is finite.
@@ -226,11 +309,22 @@ def find_equilibria(
     - `singular_tol`: relative smallest singular value under which the Jacobian
         is singular.
     - `throw`: raise if no guess converged to a regular root; otherwise report it
-        in `result`.
+        in `result`. Called outside `jit`, the error says how close the best guess
+        came (the smallest residual and the guess it came from); under `jit` or
+        `vmap` it carries the `result`'s message only.
 
     **Returns:**
 
     A `dynjax.Equilibria`.
+
+    **Raises:**
+
+    - `ValueError` for `guesses` of the wrong shape, a non-positive `period`, a
+        `period` for a flow, a driven map, or both `solver` and `linear_solver`.
+    - `equinox.EquinoxRuntimeError` (with `throw=True`) if no guess converged
+        (`not_converged`, with the smallest residual and its guess) or every
+        converged root is degenerate (`singular_jacobian`); also for non-finite
+        `guesses`.
 
     !!! Example
 
@@ -239,6 +333,13 @@ def find_equilibria(
         guesses = jax.random.uniform(key, (1000, 3), minval=-30, maxval=30)
         eq = dynjax.find_equilibria(lorenz, guesses)
         eq.unique  # the origin and C+-
+
+        # The standard map on the torus: period-3 points, winding orbits included.
+        grid = jnp.stack(jnp.meshgrid(*2 * [jnp.linspace(0, 2 * jnp.pi, 30)]), -1)
+        eq = dynjax.find_equilibria(
+            dynjax.systems.StandardMap(), grid.reshape(-1, 2), period=3
+        )
+        eq.unique  # 14 points in [0, 2 pi)^2: 2 fixed points, 4 orbits of period 3
         ```
 
     **References:** D. Sussillo and O. Barak, "Opening the black box:
@@ -262,7 +363,7 @@ def find_equilibria(
         )
     if not isinstance(period, int) or period < 1:
         raise ValueError(f"`period` must be a positive int, got {period!r}.")
-    _evolution(system, t, args, period)  # structural checks
+    _, is_map = _evolution(system, t, args, period)  # structural checks
     system, _, args = conform(
         system, guesses[0], verb="find_equilibria", args=args, t=t, name="guesses[0]"
     )
@@ -286,7 +387,7 @@ def find_equilibria(
         solver = optx.Newton(rtol=rtol, atol=atol, linear_solver=lin)
     elif linear_solver is not None:
         raise ValueError("Pass either `solver` or `linear_solver`, not both.")
-    return _find(
+    eq = _find(
         system,
         guesses,
         t,
@@ -297,5 +398,12 @@ def find_equilibria(
         dedup_tol,
         singular_tol,
         matrix_free,
-        throw,
     )
+    if throw:
+        points = raise_if_failed(
+            eq.result,
+            eq.points,
+            lambda _: _failure_details(eq, system, is_map, period, max_steps),
+        )
+        eq = eqx.tree_at(lambda e: e.points, eq, points)
+    return eq
