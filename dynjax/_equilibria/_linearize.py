@@ -185,7 +185,10 @@ def linearize(
         be one; find it with `dynjax.find_equilibria`.
     - `t`: the time (flows) or iteration index (maps) of the linearization.
     - `period`: for maps, linearize `F^p` (the product of the Jacobians along a
-        period-`p` orbit).
+        period-`p` orbit). On periodic coordinates (`coordinate_periods`) this is
+        also the Jacobian of a winding orbit `F^p(x) = x + m P`, and it is the same
+        whether or not the map reduces its output modulo `P` (the reduction is a
+        locally constant shift).
     - `args`: run-time arguments passed to the system.
     - `tol`: the width of the band around the imaginary axis / unit circle counted
         as "on" it.
