@@ -273,6 +273,31 @@ def test_not_converged_code():
         dynjax.find_equilibria(flow, jnp.array([[0.3]]))
 
 
+def test_no_guess_converged_is_not_singular():
+    # x' = x^2 + 1 has no real root. From x = 0 the Jacobian 2x vanishes: Newton
+    # cannot step, which is a failure to converge, not a degenerate root.
+    flow = dynjax.Flow(lambda t, x, p: x**2 + 1.0, d=1)
+    guesses = jnp.array([[0.0], [0.3], [-2.0]])
+    eq = dynjax.find_equilibria(flow, guesses, throw=False)
+    assert eq.result == RESULTS.not_converged
+    assert bool(jnp.all(eq.results == RESULTS.not_converged))
+    # |x^2 + 1| >= 1 everywhere: the best residual cannot be below 1
+    best = float(jnp.min(eq.residuals))
+    assert best >= 1.0
+    i = int(jnp.argmin(eq.residuals))
+    with pytest.raises(eqx.EquinoxRuntimeError) as err:
+        dynjax.find_equilibria(flow, guesses)
+    msg = str(err.value)
+    assert "singular" not in msg
+    assert (
+        f"No guess converged to an equilibrium: the smallest residual |f(x)| = "
+        f"{best:.3g} was reached from guess {i}" in msg
+    )
+    # under jit the run-time values are unknown: the code's message only
+    with pytest.raises(eqx.EquinoxRuntimeError, match="did not converge"):
+        eqx.filter_jit(lambda g: dynjax.find_equilibria(flow, g).points)(guesses)
+
+
 def test_bad_shapes_and_systems():
     lorenz = Lorenz()
     with pytest.raises(ValueError, match=r"shape \(n, d\)"):
