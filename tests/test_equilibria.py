@@ -293,6 +293,17 @@ def test_no_guess_converged_is_not_singular():
         f"No guess converged to an equilibrium: the smallest residual |f(x)| = "
         f"{best:.3g} was reached from guess {i}" in msg
     )
+    # A degenerate root (x' = x^2, y' = -y at the origin) is named as such.
+    saddle_node = dynjax.Flow(lambda t, x, p: jnp.stack([x[0] ** 2, -x[1]]), d=2)
+    with pytest.raises(
+        eqx.EquinoxRuntimeError, match="2 of 2 guesses converged, all to degenerate"
+    ):
+        dynjax.find_equilibria(saddle_node, jnp.array([[0.5, 1.0], [-0.3, 2.0]]))
+    # exp(x) + 3 overflows from x = 800: no finite residual to report
+    with pytest.raises(eqx.EquinoxRuntimeError, match="diverged to a non-finite"):
+        dynjax.find_equilibria(
+            dynjax.Map(lambda n, x, p: jnp.exp(x) + 3.0, d=1), jnp.array([[800.0]])
+        )
     # under jit the run-time values are unknown: the code's message only
     with pytest.raises(eqx.EquinoxRuntimeError, match="did not converge"):
         eqx.filter_jit(lambda g: dynjax.find_equilibria(flow, g).points)(guesses)

@@ -23,7 +23,9 @@ class Equilibria(eqx.Module):
 
     On periodic coordinates (`system.coordinate_periods`) `points` and `roots`
     are reduced into the fundamental domain `[0, P)`, and two roots that differ
-    by a multiple of `P` are the same point.
+    by a multiple of `P` are the same point. A point on the seam may come back as
+    `0` or just below `P` (a root at `-1e-15` reduces to `P - 1e-15`): compare
+    points with `dynjax.state_difference`.
 
     **Attributes:**
 
@@ -204,9 +206,10 @@ def _failure_details(eq: Equilibria, system, is_map, period, max_steps) -> str:
     roots = np.asarray(eq.roots)
     converged = np.asarray(eq.converged)
     n = residuals.shape[0]
-    g = "f(x)"
+    g, what = "f(x)", "an equilibrium"
     if is_map:
         g = "F(x) - x" if period == 1 else f"F^{period}(x) - x"
+        what = "a fixed point" if period == 1 else f"a period-{period} point"
     if converged.any():
         i = int(np.flatnonzero(converged)[0])
         return (
@@ -217,14 +220,12 @@ def _failure_details(eq: Equilibria, system, is_map, period, max_steps) -> str:
         )
     if not np.isfinite(residuals).any():
         return (
-            f"No guess converged to an equilibrium: Newton's method diverged to a "
-            f"non-finite value from every one of the {n} guesses. Give guesses "
-            "closer to an equilibrium, or check the system for overflow."
+            f"No guess converged to {what}: Newton's method diverged to a "
+            f"non-finite value from {'the' if n == 1 else f'all {n}'} "
+            f"guess{'' if n == 1 else 'es'}. Give guesses "
+            f"closer to {what}, or check the system for overflow."
         )
     i = int(np.argmin(residuals))
-    what = f"a period-{period} point" if is_map and period > 1 else "an equilibrium"
-    if is_map and period == 1:
-        what = "a fixed point"
     hint = (
         f"Try more or better-spread guesses or a larger `max_steps` (now "
         f"{max_steps}), or check that {what} exists for these parameters."
