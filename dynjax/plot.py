@@ -1,34 +1,223 @@
-"""Matplotlib helpers for dynjax results (public namespace `dynjax.plot`)."""
+"""Matplotlib helpers for dynjax results (public namespace `dynjax.plot`).
 
-import matplotlib.pyplot as plt
+Axes are labelled with the system's coordinate names (`state_names`, e.g. `x`,
+`y`, `z` for Lorenz; `x[0]`, `x[1]`, ... when a system has none). Orbits of maps
+are drawn as points, orbits of flows as lines. matplotlib is imported on first
+use, so `import dynjax` does not pay for it.
+"""
+
+import equinox as eqx
+import jax
 import numpy as np
 
 
-def attractor(trajectory, *, dims=(0, 2), ax=None, **plot_kwargs):
+def _new_axes(ax, figsize):
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def _labels(system, labels, d: int) -> tuple[str, ...]:
+    """`labels` if given, else the system's `state_names`, else `x[i]`."""
+    if labels is not None:
+        labels = tuple(labels)
+        if len(labels) != d or not all(isinstance(n, str) for n in labels):
+            raise ValueError(
+                f"`labels` must be {d} strings, one per coordinate; got {labels!r}."
+            )
+        return labels
+    if system is None:
+        return tuple(f"x[{i}]" for i in range(d))
+    from ._system._coordinates import state_labels
+
+    return state_labels(system, d)
+
+
+def _is_discrete(system, trajectory) -> bool:
+    if system is not None:
+        from ._system import AbstractFlow
+
+        return not isinstance(system, AbstractFlow)
+    return np.issubdtype(np.asarray(trajectory.ts).dtype, np.integer)
+
+
+def _legend_outside(ax):
+    """A legend to the right of the axes, so that it never covers the data."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0.0,
+            fontsize="small",
+            frameon=False,
+        )
+
+
+def attractor(
+    trajectory, *, system=None, labels=None, dims=None, ax=None, **plot_kwargs
+):
     """Plot a trajectory projected onto two state coordinates.
+
+    Orbits of flows are drawn as lines; orbits of maps as points (markers, no
+    connecting lines: consecutive iterates of a map are not neighbours in state
+    space). The orbit of a one-dimensional map is drawn as its return map, the
+    points `(x_n, x_{n+1})`.
 
     **Arguments:**
 
-    - `trajectory`: a `dynjax.Trajectory`.
-    - `dims`: the two state indices to plot (default `(0, 2)`, the Lorenz butterfly).
+    - `trajectory`: a `dynjax.Trajectory`, `xs` of shape `(T, d)`.
+    - `system`: the system that produced it; gives the axis labels
+        (`state_names`) and whether it is a map. Without it, an integer `ts`
+        (iteration indices) marks a map and the axes read `x[i]`.
+    - `labels`: `d` coordinate names, overriding the system's.
+    - `dims`: the two state indices to plot (default `(0, 2)` for `d >= 3`, the
+        Lorenz butterfly; `(0, 1)` for `d = 2`).
     - `ax`: a matplotlib Axes; a new figure is made if `None`.
     - `plot_kwargs`: passed to `ax.plot`.
 
     **Returns:**
 
     The Axes.
+
+    **Raises:**
+
+    `ValueError` if `dims` are not two coordinates of the state, or `labels` has
+    the wrong length.
     """
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 4))
+    ax = _new_axes(ax, (5, 4))
     xs = np.asarray(trajectory.xs)
-    i, j = dims
-    ax.plot(xs[:, i], xs[:, j], **{"lw": 0.4, **plot_kwargs})
-    ax.set_xlabel(f"x[{i}]")
-    ax.set_ylabel(f"x[{j}]")
+    d = xs.shape[1]
+    names = _labels(system, labels, d)
+    discrete = _is_discrete(system, trajectory)
+    style = (
+        {"ls": "none", "marker": ".", "ms": 1.5, "mew": 0} if discrete else {"lw": 0.4}
+    )
+    if d == 1:
+        if dims is not None:
+            raise ValueError("A one-dimensional state has no `dims` to choose.")
+        ax.plot(xs[:-1, 0], xs[1:, 0], **{**style, **plot_kwargs})
+        ax.set_xlabel(f"${names[0]}_n$" if discrete else names[0])
+        ax.set_ylabel(f"${names[0]}_{{n+1}}$" if discrete else names[0])
+        return ax
+    if dims is None:
+        dims = (0, 2) if d >= 3 else (0, 1)
+    if len(dims) != 2 or not all(0 <= int(k) < d for k in dims):
+        raise ValueError(f"`dims` must be two state indices in [0, {d}), got {dims!r}.")
+    i, j = (int(k) for k in dims)
+    ax.plot(xs[:, i], xs[:, j], **{**style, **plot_kwargs})
+    ax.set_xlabel(names[i])
+    ax.set_ylabel(names[j])
     return ax
 
 
-def lyapunov_convergence(result, ax=None):
+def time_series(trajectory, *, system=None, labels=None, dims=None, ax=None):
+    """Plot state coordinates against time (flows) or iteration index (maps).
+
+    **Arguments:**
+
+    - `trajectory`: a `dynjax.Trajectory`.
+    - `system`, `labels`: the coordinate names, as in `attractor`.
+    - `dims`: the coordinates to draw (default: all, up to 8).
+    - `ax`: a matplotlib Axes; a new figure is made if `None`.
+
+    **Returns:**
+
+    The Axes, with one line per coordinate (maps: points joined by thin lines).
+    """
+    ax = _new_axes(ax, (6, 3))
+    ts = np.asarray(trajectory.ts)
+    xs = np.asarray(trajectory.xs)
+    names = _labels(system, labels, xs.shape[1])
+    discrete = _is_discrete(system, trajectory)
+    dims = range(min(xs.shape[1], 8)) if dims is None else dims
+    style = {"marker": ".", "ms": 3, "lw": 0.4} if discrete else {"lw": 0.8}
+    for i in dims:
+        ax.plot(ts, xs[:, i], label=names[i], **style)
+    ax.set_xlabel("n" if discrete else "t")
+    if len(dims) == 1:
+        ax.set_ylabel(names[dims[0]])
+    else:
+        _legend_outside(ax)
+    return ax
+
+
+@eqx.filter_jit
+def _map_on_grid(system, points, args):
+    return jax.vmap(lambda x: system.step(0, x[None], args)[0])(points)
+
+
+def cobweb(system, trajectory, *, ax=None, xlim=None, n_grid=400, args=None):
+    """Cobweb (staircase) diagram of an orbit of a one-dimensional map.
+
+    Draws the graph `x_{n+1} = F(x_n)`, the diagonal `x_{n+1} = x_n`, and the
+    orbit as the staircase `(x_0, x_0) -> (x_0, x_1) -> (x_1, x_1) -> (x_1, x_2)
+    -> ...`: vertical segments end on the graph, horizontal ones on the
+    diagonal. Fixed points are where the graph crosses the diagonal.
+
+    **Arguments:**
+
+    - `system`: a dynjax map with `d = 1`, evaluated at step index 0
+        (autonomous).
+    - `trajectory`: its `dynjax.Trajectory` (e.g.
+        `dynjax.trajectory(system, x0, n_steps=50)`).
+    - `ax`: a matplotlib Axes; a new figure is made if `None`.
+    - `xlim`: the interval on which `F` is drawn (default: the orbit's range,
+        padded by 5%).
+    - `n_grid`: points at which `F` is evaluated.
+    - `args`: run-time arguments of the map.
+
+    **Returns:**
+
+    The Axes; its lines are, in order, the graph of `F`, the diagonal and the
+    staircase.
+
+    **Raises:**
+
+    `ValueError` if `system` is not a one-dimensional map.
+
+    **Reference:** S. H. Strogatz, *Nonlinear Dynamics and Chaos*
+    (Addison-Wesley, 1994), section 10.1.
+    """
+    import jax.numpy as jnp
+
+    from ._system import AbstractMap
+
+    xs = np.asarray(trajectory.xs)
+    if not isinstance(system, AbstractMap) or xs.shape[1] != 1:
+        raise ValueError(
+            "`cobweb` draws orbits of one-dimensional maps (an `AbstractMap` with "
+            f"d = 1); got {type(system).__name__} with states of shape "
+            f"{xs.shape[1:]}. Use `dynjax.plot.attractor` for other systems."
+        )
+    ax = _new_axes(ax, (4.5, 4.5))
+    orbit = xs[:, 0]
+    if xlim is None:
+        lo, hi = float(orbit.min()), float(orbit.max())
+        pad = 0.05 * (hi - lo) if hi > lo else 0.5
+        xlim = (lo - pad, hi + pad)
+    grid = np.linspace(*xlim, n_grid)
+    graph = np.asarray(_map_on_grid(system, jnp.asarray(grid, orbit.dtype), args))
+    name = _labels(system, None, 1)[0]
+    ax.plot(
+        grid, graph, color="tab:blue", lw=1.2, label=f"${name}_{{n+1}} = F({name}_n)$"
+    )
+    ax.plot(
+        xlim, xlim, color="0.5", lw=0.8, ls="--", label=f"${name}_{{n+1}} = {name}_n$"
+    )
+    stair_x = np.repeat(orbit, 2)[:-1]
+    stair_y = np.concatenate([[orbit[0]], np.repeat(orbit[1:], 2)])
+    ax.plot(stair_x, stair_y, color="tab:red", lw=0.6, label="orbit")
+    ax.plot(orbit[:1], orbit[:1], "o", color="tab:red", ms=4)
+    ax.set_xlim(*xlim)
+    ax.set_xlabel(f"${name}_n$")
+    ax.set_ylabel(f"${name}_{{n+1}}$")
+    _legend_outside(ax)
+    return ax
+
+
+def lyapunov_convergence(result, *, reference=None, ax=None):
     """Plot the running Lyapunov exponent estimates against accumulated time.
 
     A converged run shows flat curves at the right; drifting curves mean the run
@@ -37,23 +226,50 @@ def lyapunov_convergence(result, ax=None):
     **Arguments:**
 
     - `result`: a `dynjax.LyapunovResult`.
+    - `reference`: known exponents (e.g. published values), one per curve, drawn
+        as dashed horizontal lines in the colour of their curve; `None` draws the
+        zero line only.
     - `ax`: a matplotlib Axes; a new figure is made if `None`.
 
     **Returns:**
 
-    The Axes, with one line per exponent (in the order of `result.exponents`).
+    The Axes, with one line per exponent (in the order of `result.exponents`),
+    then one dashed line per reference value.
+
+    **Raises:**
+
+    `ValueError` if `reference` does not have one value per exponent.
     """
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.5))
+    ax = _new_axes(ax, (5, 3.5))
     times = np.asarray(result.times)
     history = np.asarray(result.history)
-    for i in range(history.shape[1]):
-        ax.plot(times, history[:, i], lw=1.0, label=f"$\\lambda_{{{i + 1}}}$")
-    ax.axhline(0.0, color="0.6", lw=0.6, ls="--")
+    k = history.shape[1]
+    if reference is not None:
+        reference = np.asarray(reference, dtype=float).reshape(-1)
+        if reference.shape != (k,):
+            raise ValueError(
+                f"`reference` needs one value per exponent ({k}), got "
+                f"{reference.shape[0]}."
+            )
+    curves = [
+        ax.plot(times, history[:, i], lw=1.0, label=f"$\\lambda_{{{i + 1}}}$")[0]
+        for i in range(k)
+    ]
+    if reference is None:
+        ax.axhline(0.0, color="0.6", lw=0.6, ls="--")
+    else:
+        for i, (curve, value) in enumerate(zip(curves, reference)):
+            ax.axhline(
+                value,
+                color=curve.get_color(),
+                lw=0.8,
+                ls="--",
+                label="reference" if i == 0 else None,
+            )
     ax.set_xscale("log")
     ax.set_xlabel("accumulated time")
     ax.set_ylabel("running estimate")
-    ax.legend(loc="best", fontsize="small")
+    _legend_outside(ax)
     return ax
 
 
@@ -67,6 +283,15 @@ _CLASS_MARKERS = {
     "center": ("s", "tab:green", "white"),
     "non-hyperbolic": ("D", "tab:gray", "white"),
 }
+# User trajectories get a colour no other element of a phase portrait uses.
+_TRAJECTORY_COLOR = "tab:brown"
+_MANIFOLD_COLORS = {True: "tab:blue", False: "tab:red"}  # stable, unstable
+
+
+@eqx.filter_jit
+def _field_on_grid(system, points, args):
+    # One compiled program rather than one per primitive, op by op.
+    return jax.vmap(lambda x: system.vector_field(0.0, x, args))(points)
 
 
 def phase_portrait(
@@ -79,14 +304,19 @@ def phase_portrait(
     t1=20.0,
     equilibria=(),
     manifolds=(),
+    saddle_manifolds=False,
     orbits=(),
     nullclines=True,
     density=1.2,
     n_grid=41,
+    labels=None,
     args=None,
 ):
     """Phase portrait of a planar flow: vector field, nullclines, trajectories,
     equilibria marked by stability class, invariant manifolds and periodic orbits.
+
+    The legend sits to the right of the axes (outside the data); axes are
+    labelled with the system's `state_names`.
 
     **Arguments:**
 
@@ -94,28 +324,36 @@ def phase_portrait(
     - `xlim`, `ylim`: `(min, max)` of the two axes.
     - `ax`: a matplotlib Axes; a new figure is made if `None`.
     - `trajectories`: initial states (shape `(2,)` each, or an `(n, 2)` array),
-        integrated with `dynjax.trajectory` for `t1` time units and drawn.
+        integrated with `dynjax.trajectory` for `t1` time units and drawn in brown,
+        a colour no other element uses, with a dot at the start.
     - `t1`: duration of each trajectory.
     - `equilibria`: points (an `(n, 2)` array) or a `dynjax.Equilibria` result;
         each is classified with `dynjax.linearize` and marked by class
         (filled: stable, hollow: unstable, cross: saddle).
     - `manifolds`: `dynjax.Manifold` results (both branches are drawn; stable
         manifolds in blue, unstable in red).
-    - `orbits`: `dynjax.PeriodicOrbit` results, drawn as closed curves.
-    - `nullclines`: draw the `x'` = 0 and `y'` = 0 curves (zero contours of each
-        component of the vector field).
+    - `saddle_manifolds`: also grow the stable and unstable manifolds of every
+        saddle among `equilibria`, by arclength until they leave the plotted box
+        (`dynjax.stable_manifold(..., box=(xlim, ylim))`).
+    - `orbits`: `dynjax.PeriodicOrbit` results, drawn as closed purple curves.
+    - `nullclines`: draw the nullclines (zero contours of each component of the
+        vector field), dashed orange and green.
     - `density`: streamplot density.
     - `n_grid`: grid points per axis for the streamplot and nullclines.
+    - `labels`: the two coordinate names, overriding the system's.
     - `args`: run-time arguments of the system.
 
     **Returns:**
 
     The Axes.
+
+    **Raises:**
+
+    `ValueError` if `system` is not a planar flow.
     """
-    import jax
     import jax.numpy as jnp
 
-    from ._equilibria import Equilibria, linearize
+    from ._equilibria import Equilibria, linearize, stable_manifold, unstable_manifold
     from ._evolve import trajectory as _trajectory
     from ._system import AbstractFlow
 
@@ -126,13 +364,13 @@ def phase_portrait(
             f"`phase_portrait` draws planar flows (d = 2); this system has d = "
             f"{system.d}. Project a trajectory with `dynjax.plot.attractor` instead."
         )
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 4.5))
+    names = _labels(system, labels, 2)
+    ax = _new_axes(ax, (6.5, 4.5))
     xs = np.linspace(*xlim, n_grid)
     ys = np.linspace(*ylim, n_grid)
     X, Y = np.meshgrid(xs, ys)
     pts = jnp.asarray(np.stack([X.ravel(), Y.ravel()], axis=1), dtype=float)
-    F = np.asarray(jax.vmap(lambda x: system.vector_field(0.0, x, args))(pts))
+    F = np.asarray(_field_on_grid(system, pts, args))
     U, V = F[:, 0].reshape(X.shape), F[:, 1].reshape(X.shape)
     speed = np.hypot(U, V)
     ax.streamplot(
@@ -153,28 +391,52 @@ def phase_portrait(
         ax.contour(
             X, Y, V, levels=[0.0], colors="tab:green", linewidths=1.0, linestyles="--"
         )
-        ax.plot([], [], "--", color="tab:orange", lw=1, label="x' = 0")
-        ax.plot([], [], "--", color="tab:green", lw=1, label="y' = 0")
+        ax.plot([], [], "--", color="tab:orange", lw=1, label=f"{names[0]}' = 0")
+        ax.plot([], [], "--", color="tab:green", lw=1, label=f"{names[1]}' = 0")
     x0s = np.asarray(trajectories, dtype=float).reshape(-1, 2)
-    for x0 in x0s:
+    for n, x0 in enumerate(x0s):
         traj = _trajectory(
             system, jnp.asarray(x0), t1=t1, n_save=1001, args=args, throw=False
         )
         path = np.asarray(traj.xs)
-        ax.plot(path[:, 0], path[:, 1], color="tab:blue", lw=1.0)
-        ax.plot(*x0, ".", color="tab:blue")
-    for m in manifolds:
-        stable = float(np.asarray(m.ts)[-1]) < 0
-        color = "tab:blue" if stable else "tab:red"
-        for branch in np.asarray(m.branches):
-            ax.plot(branch[:, 0], branch[:, 1], color=color, lw=1.6)
         ax.plot(
-            [],
-            [],
-            color=color,
-            lw=1.6,
-            label="stable manifold" if stable else "unstable manifold",
+            path[:, 0],
+            path[:, 1],
+            color=_TRAJECTORY_COLOR,
+            lw=1.0,
+            label="trajectory" if n == 0 else None,
         )
+        ax.plot(*x0, ".", color=_TRAJECTORY_COLOR)
+    if isinstance(equilibria, Equilibria):
+        equilibria = equilibria.unique
+    equilibria = np.asarray(equilibria, dtype=float).reshape(-1, 2)
+    classes = [
+        linearize(system, jnp.asarray(x_star), args=args).stability_name
+        for x_star in equilibria
+    ]
+    manifolds = list(manifolds)
+    if saddle_manifolds:
+        box = (tuple(xlim), tuple(ylim))
+        for x_star, name in zip(equilibria, classes):
+            inside = xlim[0] < x_star[0] < xlim[1] and ylim[0] < x_star[1] < ylim[1]
+            if name == "saddle" and inside:
+                for grow in (stable_manifold, unstable_manifold):
+                    manifolds.append(
+                        grow(system, jnp.asarray(x_star), box=box, args=args)
+                    )
+    drawn = set()
+    for m in manifolds:
+        color = _MANIFOLD_COLORS[m.stable]
+        label = "stable manifold" if m.stable else "unstable manifold"
+        for branch in np.asarray(m.branches):
+            ax.plot(
+                branch[:, 0],
+                branch[:, 1],
+                color=color,
+                lw=1.6,
+                label=None if label in drawn else label,
+            )
+            drawn.add(label)
     for orbit in orbits:
         path = np.asarray(orbit.xs)
         ax.plot(
@@ -184,11 +446,8 @@ def phase_portrait(
             lw=2.0,
             label=f"periodic orbit, T = {float(orbit.period):.4g}",
         )
-    if isinstance(equilibria, Equilibria):
-        equilibria = equilibria.unique
     labelled = set()
-    for x_star in np.asarray(equilibria, dtype=float).reshape(-1, 2):
-        name = linearize(system, jnp.asarray(x_star), args=args).stability_name
+    for x_star, name in zip(equilibria, classes):
         marker, edge, face = _CLASS_MARKERS[name]
         ax.plot(
             *x_star,
@@ -204,8 +463,7 @@ def phase_portrait(
         labelled.add(name)
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
-    ax.set_xlabel("x[0]")
-    ax.set_ylabel("x[1]")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right", fontsize="small", framealpha=0.8)
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    _legend_outside(ax)
     return ax
