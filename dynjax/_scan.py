@@ -34,16 +34,27 @@ def _nbytes(tree) -> int:
     )
 
 
+def _chunk(f, init, xs) -> int:
+    """The inner chunk length: the largest power of two whose stacked inputs and
+    outputs fit in `_SEQUENTIAL_BYTES` (a power of two, so that it divides the
+    power-of-two block counts of the Lyapunov drivers and no remainder loop is
+    compiled)."""
+    x_row = None if xs is None else jax.tree.map(lambda a: a[0], xs)
+    _, y_row = jax.eval_shape(f, init, x_row)
+    per_iteration = max(_nbytes(y_row) + _nbytes(x_row), 1)
+    m = 1
+    while 2 * m * per_iteration <= _SEQUENTIAL_BYTES:
+        m *= 2
+    return m
+
+
 def scan(f, init, xs=None, length: int | None = None):
     """`jax.lax.scan(f, init, xs, length)`, nested on CPU (see the module notes)."""
     if length is None:
         length = jax.tree.leaves(xs)[0].shape[0]
     if jax.default_backend() != "cpu" or length < 4:
         return jax.lax.scan(f, init, xs, length=length)
-    x_row = None if xs is None else jax.tree.map(lambda a: a[0], xs)
-    _, y_row = jax.eval_shape(f, init, x_row)
-    per_iteration = _nbytes(y_row) + _nbytes(x_row)
-    m = _SEQUENTIAL_BYTES // max(per_iteration, 1)
+    m = _chunk(f, init, xs)
     if m < 2 or length < 2 * m:
         return jax.lax.scan(f, init, xs, length=length)
     n_chunks, rest = divmod(length, m)
@@ -63,3 +74,43 @@ def scan(f, init, xs=None, length: int | None = None):
         carry, ys_rest = jax.lax.scan(f, carry, xs_rest, length=rest)
         ys = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), ys, ys_rest)
     return carry, ys
+
+
+def scan_prefix(f, init, xs, n):
+    """`lax.scan(f, init, xs)` over only the first `n` rows of `xs` (`n` traced).
+
+    Returns the carry after `n` iterations and `ys` with as many rows as `xs`;
+    rows from `n` on are left as the output of a masked iteration (unspecified:
+    callers mask them). The loop runs `ceil(n / m)` chunks of `m` iterations
+    (`m` a power of two, see `_chunk`; on other backends `m = 1`), so at most
+    `m - 1` iterations are wasted, masked so that the carry does not change. The
+    number of rows of `xs` must be a multiple of `m` (the drivers use powers of
+    two). A new `n` does not recompile.
+    """
+    length = jax.tree.leaves(xs)[0].shape[0]
+    m = _chunk(f, init, xs) if jax.default_backend() == "cpu" else 1
+    m = min(m, length)
+    if length % m:
+        raise ValueError(f"scan_prefix: {length} rows are not a multiple of {m}.")
+    _, y_row = jax.eval_shape(f, init, jax.tree.map(lambda a: a[0], xs))
+    ys0 = jax.tree.map(lambda s: jnp.zeros((length, *s.shape), s.dtype), y_row)
+
+    def masked(carry, x_i):
+        x, i = x_i
+        new, y = f(carry, x)
+        keep = i < n
+        new = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, carry)
+        return new, y
+
+    def outer(c, state):
+        carry, ys = state
+        start = c * m
+        xs_c = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, m), xs)
+        carry, ys_c = jax.lax.scan(masked, carry, (xs_c, start + jnp.arange(m)))
+        ys = jax.tree.map(
+            lambda a, b: jax.lax.dynamic_update_slice_in_dim(a, b, start, 0), ys, ys_c
+        )
+        return carry, ys
+
+    n_chunks = (n + m - 1) // m
+    return jax.lax.fori_loop(0, n_chunks, outer, (init, ys0))

@@ -8,9 +8,11 @@ import jax.scipy.linalg as jsl
 from jaxtyping import Array, Float, PRNGKeyArray, Shaped
 
 from .._custom_types import Args, Inputs, StateLike
+from .._misc import is_concrete
 from .._results import RESULTS
 from .._system import AbstractFlow, AbstractSystem
-from ._spectrum import _plan
+from ._drive import run_fixed
+from ._spectrum import _layout, _prepare
 
 
 class CovariantLyapunovVectors(eqx.Module):
@@ -35,9 +37,32 @@ class CovariantLyapunovVectors(eqx.Module):
 
 
 @eqx.filter_jit
-def _clv(plan, n_samples, throw):
-    state, cum, times, code, (_, (ts, xs, Qs, Rs)) = plan.run(
-        remainder=0, method="matrix-free", store_qr=True
+def _clv(system, x0, args, inputs, key, dt, solver, counts, layout, n_samples, throw):
+    tangent, state0, dt, args, inputs = _prepare(
+        system, x0, args, inputs, None, key, dt, solver, layout
+    )
+    state, cum, steps, code, (_, (ts, xs, Qs, Rs)) = run_fixed(
+        tangent,
+        state0,
+        dt,
+        inputs,
+        args,
+        n_transient=counts["transient"],
+        n_warmup=counts["warmup"],
+        interval=layout.interval,
+        n_blocks=counts["full"],
+        remainder=0,
+        method="matrix-free",
+        hold_every=layout.hold_every,
+        store_qr=True,
+    )
+    times = state0.elapsed + dt * steps.astype(state0.elapsed.dtype)
+    # A collapsed direction (R_jj = 0, a map's singular Jacobian) has no
+    # covariant vector: R is not invertible.
+    code = RESULTS.where(
+        (code == RESULTS.successful) & jnp.any(jnp.diagonal(Rs, axis1=1, axis2=2) == 0),
+        RESULTS.degenerate_tangent_map,
+        code,
     )
     k = Qs.shape[-1]
 
@@ -51,7 +76,7 @@ def _clv(plan, n_samples, throw):
     # converges to the covariant coefficients.
     _, Cs = jax.lax.scan(back, jnp.eye(k, dtype=Qs.dtype), Rs, reverse=True)
     vectors = jnp.einsum("nij,njk->nik", Qs[:n_samples], Cs[:n_samples])
-    exponents = cum[n_samples - 1] / times[n_samples - 1] / plan.log_base
+    exponents = cum[n_samples - 1] / times[n_samples - 1] / layout.log_base
     if throw:
         vectors = code.error_if(vectors, code != RESULTS.successful)
     return CovariantLyapunovVectors(
@@ -122,7 +147,7 @@ def covariant_lyapunov_vectors(
         if interval is not None
         else (10 if isinstance(system, AbstractFlow) else 1)
     )
-    plan = _plan(
+    layout, counts, _ = _layout(
         system,
         x0,
         k=k,
@@ -133,12 +158,17 @@ def covariant_lyapunov_vectors(
         transient=transient,
         tangent_warmup=tangent_warmup,
         inputs=inputs,
-        args=args,
-        verb="covariant_lyapunov_vectors",
         base="e",
         solver=solver,
         state=None,
-        key=key,
         method="matrix-free",
+        args=args,
+        key=key,
+        verb="covariant_lyapunov_vectors",
+        fixed=True,
     )
-    return _clv(plan, n_samples, throw)
+    dt_arg = dt if (dt is not None and not is_concrete(dt)) else None
+    return _clv(
+        system, x0, args, inputs, key, dt_arg, solver, counts, layout, n_samples,
+        throw,
+    )  # fmt: skip

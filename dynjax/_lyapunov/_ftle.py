@@ -4,12 +4,15 @@ from typing import Literal
 
 import diffrax as dfx
 import equinox as eqx
+import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import Args, Inputs, StateLike
+from .._misc import is_concrete
 from .._results import RESULTS
 from .._system import AbstractFlow, AbstractSystem
-from ._spectrum import _plan, LyapunovState
+from ._drive import run_fixed
+from ._spectrum import _layout, _prepare, LyapunovState
 
 
 class FiniteTimeLyapunov(eqx.Module):
@@ -36,20 +39,43 @@ class FiniteTimeLyapunov(eqx.Module):
 
 
 @eqx.filter_jit
-def _ftle(plan, windows, blocks_per_window, throw):
-    state, _, times, code, (log_r, _) = plan.run(remainder=0)
-    tau = plan.dt * (blocks_per_window * plan.interval)
+def _ftle(
+    system, x0, args, inputs, state, key, dt, solver, counts, layout, windows, throw
+):
+    tangent, state0, dt, args, inputs = _prepare(
+        system, x0, args, inputs, state, key, dt, solver, layout
+    )
+    state1, _, steps, code, (log_r, _) = run_fixed(
+        tangent,
+        state0,
+        dt,
+        inputs,
+        args,
+        n_transient=counts["transient"],
+        n_warmup=counts["warmup"],
+        interval=layout.interval,
+        n_blocks=counts["full"],
+        remainder=0,
+        method=layout.method,
+        hold_every=layout.hold_every,
+    )
+    blocks_per_window = counts["full"] // windows
+    tau = dt * (blocks_per_window * layout.interval)
     sums = log_r.reshape(windows, blocks_per_window, -1).sum(axis=1)
-    exponents = sums / tau / plan.log_base
+    exponents = sums / tau / layout.log_base
     if throw:
         exponents = code.error_if(exponents, code != RESULTS.successful)
+    times = state0.elapsed + dt * steps.astype(state0.elapsed.dtype)
     return FiniteTimeLyapunov(
         exponents=exponents,
         times=times[blocks_per_window - 1 :: blocks_per_window],
-        tau=tau,
-        state=state,
+        tau=jnp.asarray(tau, state0.elapsed.dtype),
+        state=state1,
         result=code,
     )
+
+
+_FTLE_GRADIENTS = ("per_window", "after_warmup", "full")
 
 
 def finite_time_lyapunov(
@@ -70,6 +96,7 @@ def finite_time_lyapunov(
     state: LyapunovState | None = None,
     key: PRNGKeyArray | None = None,
     method: Literal["jacobian", "matrix-free"] | None = None,
+    gradient: Literal["per_window", "after_warmup", "full"] = "per_window",
     throw: bool = True,
 ) -> FiniteTimeLyapunov:
     r"""Finite-time Lyapunov exponents over `n_windows` consecutive windows.
@@ -129,7 +156,12 @@ def finite_time_lyapunov(
             f"`tau={tau}` must be a positive multiple of `interval` "
             f"({interval_} steps)."
         )
-    plan = _plan(
+    if gradient not in _FTLE_GRADIENTS:
+        raise ValueError(
+            f"`gradient` must be one of {_FTLE_GRADIENTS}, got {gradient!r}."
+        )
+    hold_every = {"per_window": blocks, "after_warmup": 0, "full": -1}[gradient]
+    layout, counts, _ = _layout(
         system,
         x0,
         k=k,
@@ -140,12 +172,18 @@ def finite_time_lyapunov(
         transient=transient,
         tangent_warmup=tangent_warmup,
         inputs=inputs,
-        args=args,
-        verb="finite_time_lyapunov",
         base=base,
         solver=solver,
         state=state,
-        key=key,
         method=method,
+        args=args,
+        key=key,
+        verb="finite_time_lyapunov",
+        hold_every=hold_every,
+        fixed=True,
     )
-    return _ftle(plan, n_windows, blocks, throw)
+    dt_arg = dt if (dt is not None and not is_concrete(dt)) else None
+    return _ftle(
+        system, x0, args, inputs, state, key, dt_arg, solver, counts, layout,
+        n_windows, throw,
+    )  # fmt: skip

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._scan import scan
+from .._scan import scan, scan_prefix
 
 
 # For tiny blocks a Gram-Schmidt written with elementwise products and explicit
@@ -24,7 +24,56 @@ def _dot(a, b):
     return jnp.dot(a, b)
 
 
-def _gram_schmidt(W):
+# A column whose part orthogonal to the previous ones is at most `rtol` times its
+# own norm has collapsed onto them: its R_jj is set to exactly 0 and its Q column
+# to a unit vector orthogonal to the previous ones (`_completion`), so Q stays
+# orthonormal and nothing becomes NaN. Gram-Schmidt with two passes leaves an
+# exactly dependent column with a remainder of a few eps times its norm, so the
+# default `8 eps` tells rounding from a genuine contraction down to about
+# `8 eps` per re-orthonormalization (the Henon map with b = 1e-13 contracts its
+# second direction by 21 eps or more per step, and is resolved).
+COLLAPSE_RTOL = 8.0
+
+
+def _completion(qs, d: int, dtype):
+    """A unit vector orthogonal to the unit vectors `qs`: the coordinate axis
+    farthest from their span, orthogonalized twice. (Vectorized, so that it
+    adds few operations to the unrolled tiny-block code.)"""
+    if not qs:
+        return jnp.zeros((d,), dtype).at[0].set(1)
+    Q = jnp.stack(qs, axis=1)
+    v = jax.nn.one_hot(jnp.argmin(jnp.sum(Q * Q, axis=1)), d, dtype=dtype)
+    for _ in range(2):
+        v = v - Q @ (Q.T @ v)
+    return v / jnp.sqrt(jnp.sum(v * v))
+
+
+def _norm(v):
+    # sqrt(0) has an infinite derivative: keep collapsed columns NaN-free under grad.
+    sq = _dot(v, v)
+    positive = sq > 0
+    # (`sq` itself where it is 0 or NaN: a NaN column stays NaN, not "collapsed".)
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), sq)
+
+
+def safe_log(diag):
+    """`log(diag)` with `-inf` (and zero, not NaN, gradients) where `diag == 0`."""
+    positive = diag > 0
+    return jnp.where(positive, jnp.log(jnp.where(positive, diag, 1.0)), -jnp.inf)
+
+
+def _finish_column(v, norm, column_norm, qs, rtol):
+    """`(q_j, R_jj)` from the orthogonalized column `v` of norm `norm`."""
+    # (A non-finite column is an overflow, reported as such, not a collapse.)
+    collapsed = (norm <= rtol * jnp.finfo(v.dtype).eps * column_norm) & jnp.isfinite(
+        column_norm
+    )
+    safe = jnp.where(collapsed, 1.0, norm)
+    q = jnp.where(collapsed, _completion(qs, v.shape[0], v.dtype), v / safe)
+    return q, jnp.where(collapsed, 0.0, norm)
+
+
+def _gram_schmidt(W, rtol=COLLAPSE_RTOL):
     # Classical Gram-Schmidt with one re-orthogonalization pass ("twice is
     # enough", Giraud et al. 2005): orthogonal to working precision, and made of
     # matrix-vector products that cost O(d k^2) in total.
@@ -36,6 +85,7 @@ def _gram_schmidt(W):
     qs, cols = [], []
     for j in range(k):
         v = W[:, j]
+        column_norm = _norm(v)
         r = jnp.zeros((j,), W.dtype)
         if j:
             Qj = jnp.stack(qs, axis=1)
@@ -46,26 +96,36 @@ def _gram_schmidt(W):
                 else:
                     v = v - sum(c[i] * qs[i] for i in range(j))
                 r = r + c
-        norm = jnp.sqrt(_dot(v, v))
-        qs.append(v / norm)
+        q, norm = _finish_column(v, _norm(v), column_norm, qs, rtol)
+        qs.append(q)
         cols.append(jnp.concatenate([r, norm[None], jnp.zeros((k - j - 1,), W.dtype)]))
     return jnp.stack(qs, axis=1), jnp.stack(cols, axis=1)
 
 
 def qr_positive(
-    W: Float[Array, "d k"],
+    W: Float[Array, "d k"], rtol: float = COLLAPSE_RTOL
 ) -> tuple[Float[Array, "d k"], Float[Array, "k k"]]:
     """Reduced QR factorization `W = Q R` with `R_ii >= 0`.
 
     The sign convention makes `Q` a continuous function of `W`, which the
-    covariant-vector backward pass and gradients rely on.
+    covariant-vector backward pass and gradients rely on. A column that has
+    collapsed onto the previous ones (its orthogonal part at most `rtol eps`
+    times its norm) gets `R_jj = 0` exactly and a `Q` column orthogonal to the
+    previous ones, so `Q` is always orthonormal and finite.
     """
     d, k = W.shape
     if d <= _SMALL or (d >= _TALL and k <= _GS_MAX_K):
-        return _gram_schmidt(W)
+        return _gram_schmidt(W, rtol)
     Q, R = jnp.linalg.qr(W, mode="reduced")
+    diag = jnp.abs(jnp.diagonal(R))
+    column_norms = jnp.linalg.norm(W, axis=0)
+    collapsed = (diag <= rtol * jnp.finfo(W.dtype).eps * column_norms) & jnp.isfinite(
+        column_norms
+    )
     signs = jnp.where(jnp.diagonal(R) < 0, -1.0, 1.0).astype(W.dtype)
-    return Q * signs[None, :], R * signs[:, None]
+    R = R * signs[:, None]
+    R = jnp.where(jnp.eye(k, dtype=bool) & collapsed[None, :], 0.0, R)
+    return Q * signs[None, :], R
 
 
 # For tall blocks (d >= _TALL) with up to _GS_MAX_K columns Gram-Schmidt
@@ -75,14 +135,20 @@ _GS_MAX_K = 32
 _TALL = 64
 
 
-def _modified_gram_schmidt(W):
+def _modified_gram_schmidt(W, rtol=COLLAPSE_RTOL, complete=True):
     # Each normalized column is removed from all later columns at once (rank-1
-    # updates), which XLA fuses into few kernels.
+    # updates), which XLA fuses into few kernels. Without `complete`, a collapsed
+    # column is not detected (its R_jj is rounding noise, or 0 with a NaN
+    # column): for `qr_chain`'s fast pass, whose guard then reruns the chain.
     cols = [W[:, j] for j in range(W.shape[1])]
+    column_norms = [_norm(v) for v in cols] if complete else None
     qs, norms = [], []
     for j, v in enumerate(cols):
-        norm = jnp.sqrt(_dot(v, v))
-        q = v / norm
+        if complete:
+            q, norm = _finish_column(v, _norm(v), column_norms[j], qs, rtol)
+        else:
+            norm = jnp.sqrt(_dot(v, v))
+            q = v / norm
         qs.append(q)
         norms.append(norm)
         for i in range(j + 1, len(cols)):
@@ -95,9 +161,9 @@ _REORTHOGONALIZE = 1e4
 
 
 def qr_diag_small(
-    W: Float[Array, "d k"],
+    W: Float[Array, "d k"], rtol: float = COLLAPSE_RTOL
 ) -> tuple[Float[Array, "d k"], Float[Array, " k"]]:
-    """`Q` and `diag(R)` of `W = Q R` (`R_ii > 0`) for tiny blocks (d <= 4).
+    """`Q` and `diag(R)` of `W = Q R` (`R_ii >= 0`) for tiny blocks (d <= 4).
 
     Modified Gram-Schmidt: its `R` is backward stable, and `Q` loses
     orthogonality in proportion to `eps cond(W)` (Bjorck 1967). When the `R_ii`
@@ -105,12 +171,14 @@ def qr_diag_small(
     precision ("twice is enough", Giraud et al. 2005); it runs under `lax.cond`,
     so a well-conditioned block costs one pass (its `Q` is then orthonormal to
     about `1e4 eps`; a Lorenz block of 10 steps spans about 5). In a chain, use
-    `qr_chain`, which keeps the guard out of the loop.
+    `qr_chain`, which keeps the guard out of the loop. Collapsed columns as in
+    `qr_positive` (`R_jj = 0`).
     """
-    Q, diag = _modified_gram_schmidt(W)
+    Q, diag = _modified_gram_schmidt(W, rtol)
 
     def again(Q, diag):
-        Q, diag2 = _modified_gram_schmidt(Q)
+        # Q is orthonormal up to eps cond and has no collapsed column.
+        Q, diag2 = _modified_gram_schmidt(Q, complete=False)
         return Q, diag * diag2
 
     well = jnp.min(diag) * _REORTHOGONALIZE > jnp.max(diag)
@@ -118,7 +186,11 @@ def qr_diag_small(
 
 
 def qr_chain(
-    P: Float[Array, "n d d"], Q: Float[Array, "d k"]
+    P: Float[Array, "n d d"],
+    Q: Float[Array, "d k"],
+    n_valid=None,
+    hold=None,
+    rtol: float = COLLAPSE_RTOL,
 ) -> tuple[Float[Array, "d k"], Float[Array, "n k"]]:
     """The chain `P_j Q_{j-1} = Q_j R_j`: the final `Q` and every `diag(R_j)`.
 
@@ -134,22 +206,46 @@ def qr_chain(
     CPU of `benchmarks/README.md` a chain of 10^4 3 x 3 steps took 6.7 ms with
     it and 1.0 to 1.6 ms without (the `lax.cond` makes XLA's CPU runtime
     schedule the loop body across threads).
+
+    `n_valid` (a traced int, default all `n`) runs only the first `n_valid`
+    steps (`scan_prefix`): the later rows of `diags` are then meaningless.
+    `hold` (bool, shape `(n,)`) stops gradients through `Q` entering step `j`
+    where `hold[j]` (a window start).
     """
     d = Q.shape[0]
+    n = P.shape[0]
 
     def chain(qr):
-        return scan(lambda Q, P_j: qr(small_matmul(P_j, Q)), Q, P)
+        if hold is None:
+            body = lambda Q, P_j: qr(small_matmul(P_j, Q))  # noqa: E731
+            xs = P
+        else:
+
+            def body(Q, x):
+                P_j, hold_j = x
+                Q = jnp.where(hold_j, jax.lax.stop_gradient(Q), Q)
+                return qr(small_matmul(P_j, Q))
+
+            xs = (P, hold)
+        if n_valid is None:
+            return scan(body, Q, xs)
+        return scan_prefix(body, Q, xs, n_valid)
 
     if d > _SMALL:
 
         def qr_full(W):
-            Q, R = qr_positive(W)
+            Q, R = qr_positive(W, rtol)
             return Q, jnp.diagonal(R)
 
         return chain(qr_full)
-    Q1, diags = chain(_modified_gram_schmidt)
-    well = jnp.all(jnp.min(diags, axis=1) * _REORTHOGONALIZE > jnp.max(diags, axis=1))
-    return jax.lax.cond(well, lambda: (Q1, diags), lambda: chain(qr_diag_small))
+    Q1, diags = chain(lambda W: _modified_gram_schmidt(W, complete=False))
+    valid = jnp.arange(n) < (n if n_valid is None else n_valid)
+    # (NaN compares false: a collapsed column's 0 / 0 also reruns.)
+    lo = jnp.min(diags, axis=1) * _REORTHOGONALIZE
+    well = jnp.all((lo > jnp.max(diags, axis=1)) | ~valid)
+    return jax.lax.cond(
+        well, lambda: (Q1, diags), lambda: chain(lambda W: qr_diag_small(W, rtol))
+    )
 
 
 def small_matmul(A, B):

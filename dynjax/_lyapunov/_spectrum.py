@@ -1,4 +1,11 @@
-"""Lyapunov spectra by the Benettin / Shimada-Nagashima QR method."""
+"""Lyapunov spectra by the Benettin / Shimada-Nagashima QR method.
+
+`lyapunov_spectrum` validates its options in Python (`_layout`: every size is a
+Python int there), then runs one compiled function. Eager calls pass the run
+lengths as traced integers (`_drive.run_dynamic`), so a new `t_total` or
+`n_steps` reuses the compiled program; calls under an outer trace (`jit`,
+`grad`) bake them in (`_drive.run_fixed`), as the outer program does anyway.
+"""
 
 import math
 from typing import Any, Literal
@@ -14,19 +21,12 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 from .._custom_types import Args, Inputs, State, StateLike, Tangents
 from .._misc import check_inputs, input_at, is_concrete
 from .._results import RESULTS
-from .._scan import scan
 from .._system import AbstractDrivenMap, AbstractFlow, AbstractSystem
 from .._system._checks import check_state, conform
+from ._drive import row_ends, row_steps, run_dynamic, run_fixed
 from ._fuse import merge_default
-from ._qr import qr_chain, qr_positive
-from ._tangent import (
-    AbstractTangentSystem,
-    block_propagators,
-    block_starts,
-    state_block,
-    tangent_block,
-    tangent_system,
-)
+from ._qr import qr_positive
+from ._tangent import tangent_system
 
 
 class LyapunovState(eqx.Module):
@@ -61,10 +61,13 @@ class LyapunovResult(eqx.Module):
     **Attributes:**
 
     - `exponents`: the Lyapunov exponents, sorted descending, shape `(k,)`; per
-        unit time (flows) or per iteration (maps), in nats or bits (`base`).
-    - `history`: the running estimate after each re-orthonormalization, shape
-        `(n_qr, k)`; columns in the order of `exponents` (so
-        `history[-1] == exponents`). Plot it with
+        unit time (flows) or per iteration (maps), in nats or bits (`base`). A
+        direction of a map that collapses within one step (a singular Jacobian,
+        or a contraction below about `8 eps` per step) has exponent `-inf`.
+    - `history`: the running estimate at `n_history` points evenly spaced over
+        the accumulated blocks, shape `(n_history, k)`; columns in the order of
+        `exponents` (so `history[-1] == exponents`). When the run has fewer QR
+        blocks than `n_history`, points repeat. Plot it with
         `dynjax.plot.lyapunov_convergence` to judge convergence.
     - `times`: the elapsed (accumulated) time at each row of `history`.
     - `state`: a `dynjax.LyapunovState`; pass it as `state=` to continue the run.
@@ -96,121 +99,10 @@ class LyapunovInterrupted(KeyboardInterrupt):
         self.result = result
 
 
-def _blocks_code(state_ok, diags, code):
-    """Promote the first failing QR block's failure to the carried result code.
-
-    `state_ok` (shape `(n,)`) says whether the state is finite at the end of
-    each block and `diags` (shape `(n, k)`) holds each block's `R_ii`. Checked
-    after the loop, vectorized over blocks, so that the sequential loop holds
-    only the QR (a non-finite block leaves non-finite `R_ii`).
-
-    A diagonal entry `R_ii` below `100 eps max_j R_jj` is rounding noise: the
-    i-th direction was swamped by the leading ones between two QRs, so its
-    exponent would be meaningless (degenerate_tangent).
-    """
-    rtol = 100 * jnp.finfo(diags.dtype).eps
-    tiny = jnp.finfo(diags.dtype).tiny
-    bad_state = ~state_ok
-    bad_tangent = ~jnp.all(jnp.isfinite(diags), axis=1)
-    floor = jnp.maximum(rtol * jnp.max(diags, axis=1, keepdims=True), tiny)
-    degenerate = jnp.any(diags <= floor, axis=1)
-    bad = bad_state | bad_tangent | degenerate
-    first = jnp.argmax(bad)
-    new = RESULTS.where(
-        bad_state[first],
-        RESULTS.nonfinite_state,
-        RESULTS.where(
-            bad_tangent[first],
-            RESULTS.nonfinite_tangent,
-            RESULTS.degenerate_tangent,
-        ),
-    )
-    new = RESULTS.where(jnp.any(bad), new, RESULTS.successful)
-    return RESULTS.where(code == RESULTS.successful, new, code)
-
-
-def _qr_scan(
-    tangent, time, x, Q, code, us, n_blocks, interval, dt, args, method, store_qr=False
-):
-    """`n_blocks` blocks of `interval` tangent steps, each closed by a QR.
-
-    Returns the final carry `(time, x, Q, code)` and, per block, `log R_ii` and
-    (if `store_qr`, matrix-free only) the block's `(time, x, Q)` at its start and
-    its `R`.
-
-    `method="matrix-free"` propagates the `(d, k)` block step by step with
-    vmapped jvps. `method="jacobian"` (small `d`) first runs the orbit alone, then
-    forms the `(d, d)` propagator of every block at once (vectorized over
-    blocks), so that only the `(d, k)` product and the QR remain sequential; it
-    is the same computation in a different order.
-    """
-    if us is not None:
-        us = jax.tree.map(lambda a: a.reshape(n_blocks, interval, *a.shape[1:]), us)
-    if store_qr and method != "matrix-free":
-        raise ValueError("store_qr needs method='matrix-free'.")
-    if method == "matrix-free":
-
-        def body(carry, us_block):
-            time, x, Q = carry
-            start = (time, x, Q)
-            time, x, W = tangent_block(
-                tangent, time, x, Q, us_block, interval, dt, args
-            )
-            Q_next, R = qr_positive(W)
-            out = (jnp.all(jnp.isfinite(x)), jnp.diagonal(R))
-            return (time, x, Q_next), (out, (*start, R) if store_qr else None)
-
-        (time, x, Q), ((state_ok, diags), qr) = scan(
-            body, (time, x, Q), us, length=n_blocks
-        )
-        code = _blocks_code(state_ok, diags, code)
-        return (time, x, Q, code), (jnp.log(diags), qr)
-
-    d = x.shape[0]
-    per_chunk = max(1, min(n_blocks, _JACOBIAN_CHUNK_ELEMENTS // (d * d)))
-    n_full, rest = divmod(n_blocks, per_chunk)
-
-    def chunk(carry, us_chunk, nb):
-        time, x, Q, code = carry
-        (time, x), (t_starts, x_starts) = block_starts(
-            tangent, time, x, us_chunk, nb, interval, dt, args
-        )
-        P = block_propagators(tangent, t_starts, x_starts, us_chunk, interval, dt, args)
-
-        Q, diags = qr_chain(P, Q)
-        x_ends = jnp.concatenate([x_starts[1:], x[None]])
-        code = _blocks_code(jnp.all(jnp.isfinite(x_ends), axis=1), diags, code)
-        return (time, x, Q, code), (jnp.log(diags), None)
-
-    carry = (time, x, Q, code)
-    outs = []
-    if n_full:
-        us_full = None
-        if us is not None:
-            us_full = jax.tree.map(
-                lambda a: a[: n_full * per_chunk].reshape(
-                    n_full, per_chunk, *a.shape[1:]
-                ),
-                us,
-            )
-        carry, out = jax.lax.scan(
-            lambda c, u: chunk(c, u, per_chunk), carry, us_full, length=n_full
-        )
-        outs.append(jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), out))
-    if rest:
-        us_rest = jax.tree.map(lambda a: a[n_full * per_chunk :], us)
-        carry, out = chunk(carry, us_rest, rest)
-        outs.append(out)
-    out = jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
-    return carry, out
-
-
-# Floats of block propagators (blocks * d * d) per chunk of the Jacobian method:
-# bounds its memory (8 MB in float64) while keeping the vectorized part large.
-_JACOBIAN_CHUNK_ELEMENTS = 2**20
 # The default method is the Jacobian one for d <= 4 and intervals >= 4 steps.
 _JACOBIAN_MAX_D = 4
 _JACOBIAN_MIN_INTERVAL = 4
+_N_HISTORY = 1000
 
 
 def _fresh_state(x0, k: int, key, time0) -> LyapunovState:
@@ -229,124 +121,6 @@ def _fresh_state(x0, k: int, key, time0) -> LyapunovState:
     )
 
 
-@eqx.filter_jit
-def _run(
-    tangent: AbstractTangentSystem,
-    state: LyapunovState,
-    dt,
-    inputs,
-    args,
-    *,
-    n_transient: int,
-    n_warmup: int,
-    interval: int,
-    n_blocks: int,
-    remainder: int,
-    method: str,
-    store_qr: bool = False,
-):
-    """Transient (state only), warm-up blocks, then accumulated blocks.
-
-    Returns `(state, cum, times, code, (log_r, qr))`: the running log-sums and
-    elapsed times after each accumulated block, the result code, the per-block
-    `log R_ii`, and (if `store_qr`) the per-block `(time, x, Q)` at block start
-    and `R`.
-    """
-    x, Q, time = state.x, state.Q, state.time
-    code = RESULTS.successful
-    pos = 0
-
-    def take(n):
-        nonlocal pos
-        if inputs is None:
-            return None
-        out = jax.tree.map(lambda a: a[pos : pos + n], inputs)
-        pos += n
-        return out
-
-    if n_transient > 0:
-        time, x = state_block(
-            tangent, time, x, take(n_transient), n_transient, dt, args
-        )
-        code = RESULTS.where(jnp.all(jnp.isfinite(x)), code, RESULTS.nonfinite_state)
-    if n_warmup > 0:
-        (time, x, Q, code), _ = _qr_scan(
-            tangent,
-            time,
-            x,
-            Q,
-            code,
-            take(n_warmup * interval),
-            n_warmup,
-            interval,
-            dt,
-            args,
-            method,
-        )
-    log_rs, counts, qrs = [], [], []
-    for n_b, length in ((n_blocks, interval), (1 if remainder else 0, remainder)):
-        if n_b == 0:
-            continue
-        (time, x, Q, code), (log_r, qr) = _qr_scan(
-            tangent,
-            time,
-            x,
-            Q,
-            code,
-            take(n_b * length),
-            n_b,
-            length,
-            dt,
-            args,
-            method,
-            store_qr,
-        )
-        log_rs.append(log_r)
-        counts.append(jnp.full(n_b, length))
-        if store_qr:
-            qrs.append(qr)
-    k = Q.shape[1]
-    if log_rs:
-        log_r = jnp.concatenate(log_rs)
-        count = jnp.concatenate(counts)
-    else:
-        log_r = jnp.zeros((0, k), x.dtype)
-        count = jnp.zeros((0,), jnp.int32)
-    cum = state.log_sums + jnp.cumsum(log_r, axis=0)
-    times = state.elapsed + dt * jnp.cumsum(count).astype(x.dtype)
-    n_acc = n_blocks * interval + remainder
-    new_state = LyapunovState(
-        x=x,
-        Q=Q,
-        log_sums=cum[-1] if n_acc else state.log_sums,
-        time=time,
-        elapsed=times[-1] if n_acc else state.elapsed,
-        num_steps=state.num_steps + n_acc,
-    )
-    qr = jax.tree.map(lambda *a: jnp.concatenate(a), *qrs) if qrs else None
-    return new_state, cum, times, code, (log_r, qr)
-
-
-def _finish(state, cum, times, code, stats, log_base, throw) -> LyapunovResult:
-    history = cum / times[:, None] / log_base
-    order = jnp.argsort(-history[-1])
-    history = history[:, order]
-    exponents = history[-1]
-    if throw:
-        exponents = code.error_if(exponents, code != RESULTS.successful)
-    return LyapunovResult(
-        exponents=exponents,
-        history=history,
-        times=times,
-        state=state,
-        result=code,
-        stats=stats,
-    )
-
-
-_finish_jit = eqx.filter_jit(_finish)
-
-
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"`{name}` must be an int, got {value!r}.")
@@ -355,58 +129,58 @@ def _check_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
-class _Plan(eqx.Module):
-    """The validated, static layout of a run (sizes in steps)."""
+_GRADIENTS = {"after_warmup": 0, "full": -1}
 
-    tangent: AbstractTangentSystem
-    x0: Array
-    state: LyapunovState | None
-    key: PRNGKeyArray
-    dt_array: Array
-    inputs: Any
-    args: Any
+
+class _Layout(eqx.Module):
+    """The validated static configuration of a run (everything but lengths)."""
+
+    verb: str = eqx.field(static=True)
     k: int = eqx.field(static=True)
-    n_transient: int = eqx.field(static=True)
-    n_warmup: int = eqx.field(static=True)
     interval: int = eqx.field(static=True)
-    n_blocks: int = eqx.field(static=True)
-    remainder: int = eqx.field(static=True)
     log_base: float = eqx.field(static=True)
     method: str = eqx.field(static=True)
-    time0: Array
+    merge: bool = eqx.field(static=True)
+    n_history: int = eqx.field(static=True)
+    # Gradients are stopped at the first accumulated block (0), at every
+    # `hold_every`-th one (> 0, finite-time windows), or never (-1).
+    hold_every: int = eqx.field(static=True)
     # A step size known at trace time is kept as a Python float, a compile-time
     # constant that XLA folds into the Runge-Kutta stages (Lorenz, 1e5 steps:
     # 35 ms instead of 58 ms for a traced step size).
     dt_value: float | None = eqx.field(static=True)
-
-    @property
-    def dt(self):
-        return self.dt_array if self.dt_value is None else self.dt_value
-
-    def initial_state(self) -> LyapunovState:
-        if self.state is not None:
-            return self.state
-        return _fresh_state(self.x0, self.k, self.key, self.time0)
-
-    def run(self, *, remainder: int, method: str | None = None, **kwargs):
-        """`_run` from the initial state with this plan's layout (inside `jit`)."""
-        return _run(
-            self.tangent,
-            self.initial_state(),
-            self.dt,
-            self.inputs,
-            self.args,
-            n_transient=self.n_transient,
-            n_warmup=self.n_warmup,
-            interval=self.interval,
-            n_blocks=self.n_blocks,
-            remainder=remainder,
-            method=self.method if method is None else method,
-            **kwargs,
-        )
+    is_flow: bool = eqx.field(static=True)
+    is_driven: bool = eqx.field(static=True)
 
 
-def _plan(
+def _tracer_kinds(tree) -> set[str]:
+    """The transformations tracing `tree`'s leaves: "batch", "forward",
+    "reverse", "trace" (an outer `jit` or other staging)."""
+    from jax._src.interpreters import ad, batching
+
+    kinds = set()
+    for leaf in jax.tree.leaves(tree):
+        while isinstance(leaf, jax.core.Tracer):
+            if isinstance(leaf, batching.BatchTracer):
+                kinds.add("batch")
+                leaf = leaf.val
+            elif isinstance(leaf, ad.JVPTracer):
+                kinds.add("forward")
+                leaf = leaf.primal
+            elif isinstance(leaf, getattr(ad, "LinearizeTracer", ())):
+                kinds.add("reverse")
+                leaf = leaf.primal
+            else:
+                kinds.add("trace")
+                break
+    return kinds
+
+
+def _shape(x) -> tuple[int, ...]:
+    return tuple(getattr(x, "shape", np.shape(x)))
+
+
+def _layout(
     system,
     x0,
     *,
@@ -421,29 +195,36 @@ def _plan(
     base,
     solver,
     state,
-    key,
     method,
+    gradient="after_warmup",
+    n_history=_N_HISTORY,
     args=None,
+    key=None,
     verb="lyapunov_spectrum",
-    merge=None,
-    batched=False,
-) -> _Plan:
+    hold_every=None,
+    fixed=None,
+):
+    """Validate a run in Python: `(layout, counts, dynamic)`.
+
+    `counts` holds the run lengths as Python ints (`transient`, `warmup`,
+    `full`, `rem`). `dynamic` says whether they are passed to the compiled
+    program as traced integers (eager calls, also under `vmap` or forward-mode
+    differentiation) or baked in (under an outer `jit` or reverse-mode
+    differentiation, which a `while` loop would not support); `fixed=True`
+    forces the latter.
+    """
     if not isinstance(system, AbstractSystem):
         raise ValueError(
             f"`system` must be a dynjax flow, map or driven map, got {type(system)}."
         )
     is_flow = isinstance(system, AbstractFlow)
     is_driven = isinstance(system, AbstractDrivenMap)
-    if is_driven:
-        inputs, n_inputs = check_inputs(inputs)
-    system, x0, args = conform(
-        system,
-        x0,
-        verb=verb,
-        args=args,
-        u=input_at(inputs, 0) if is_driven else None,
-    )
-    d = x0.shape[0]
+    shape = _shape(x0)
+    if len(shape) != 1:
+        check_state(x0, system.d)  # raises the standard message
+    d = shape[0]
+    if system.d is not None and d != system.d:
+        check_state(x0, system.d)
     if state is not None:
         if not isinstance(state, LyapunovState):
             raise ValueError(
@@ -482,6 +263,13 @@ def _plan(
             f"`base` must be 'e' (nats) or a positive number such as 2 (bits), "
             f"got {base!r}."
         )
+    if gradient not in _GRADIENTS:
+        raise ValueError(
+            f"`gradient` must be one of {sorted(_GRADIENTS)}, got {gradient!r}."
+        )
+    if hold_every is None:
+        hold_every = _GRADIENTS[gradient]
+    n_history = _check_int("n_history", n_history, 1)
     if is_flow:
         if dt is None:
             dt = 0.01
@@ -496,26 +284,20 @@ def _plan(
                 raise ValueError(
                     "With a traced `dt`, pass `n_steps` instead of `t_total`."
                 )
+            if not (np.isfinite(t_total) and t_total > 0):
+                raise ValueError(f"`t_total` must be a positive time, got {t_total}.")
             n_steps = max(1, round(float(t_total) / float(dt)))
         interval = 10 if interval is None else interval
-        dt_concrete = is_concrete(dt)
-        dt_value = float(dt) if dt_concrete else None
-        dt = jnp.asarray(dt, dtype=x0.dtype)
-        if not dt_concrete:
-            # (A concrete dt was checked above and stays a compile-time constant,
-            # which XLA folds into the Runge-Kutta stages: 35 instead of 58 ms for
-            # 1e5 Lorenz steps.)
-            dt = eqx.error_if(dt, ~(dt > 0), "`dt` must be a positive step size.")
+        dt_value = float(dt) if is_concrete(dt) else None
         if transient is None:
             transient = 10.0
         if not (np.isfinite(transient) and transient >= 0):
             raise ValueError(
                 f"`transient` (a time, for flows) must be >= 0, got {transient}."
             )
-        if transient and not dt_concrete:
+        if transient and dt_value is None:
             raise ValueError("With a traced `dt`, pass `transient=0`.")
         n_transient = round(float(transient) / dt_value) if transient else 0
-        time0 = jnp.zeros((), x0.dtype)
     else:
         if dt is not None or t_total is not None:
             raise ValueError(
@@ -526,16 +308,13 @@ def _plan(
                 "`solver` is only used for flows; a map is iterated exactly. Remove "
                 "`solver=`."
             )
-        dt = jnp.ones((), x0.dtype)
         dt_value = 1.0
         interval = 1 if interval is None else interval
-        time0 = jnp.zeros((), jnp.int32)
         if is_driven:
             transient = 0 if transient is None else transient
-            n_transient = _check_int("transient", transient, 0)
         else:
             transient = 1000 if transient is None else transient
-            n_transient = _check_int("transient", transient, 0)
+        n_transient = _check_int("transient", transient, 0)
     interval = _check_int("interval", interval, 1)
     if tangent_warmup is None:
         tangent_warmup = 0 if is_driven else 100
@@ -543,6 +322,7 @@ def _plan(
     if state is not None:
         n_transient = n_warmup = 0
     if is_driven:
+        _, n_inputs = check_inputs(inputs)
         used = n_transient + n_warmup * interval
         if n_steps is None:
             n_steps = n_inputs - used
@@ -561,9 +341,8 @@ def _plan(
             raise ValueError("`inputs` is only for driven maps (`AbstractDrivenMap`).")
         n_steps = 10_000 if n_steps is None else n_steps
     n_steps = _check_int("n_steps", n_steps, 1)
-    key = jr.key(0) if key is None else key
-    if state is not None:
-        state = eqx.tree_at(lambda s: s.x, state, check_state(state.x, d, "state.x"))
+    kinds = _tracer_kinds((system, x0, args, dt, state, key, inputs))
+    differentiated = bool(kinds & {"forward", "reverse"})
     if method is None:
         # Measured on CPU (benchmarks/lyapunov.py, 1e5 steps): Lorenz with QR
         # every 10 steps, 3.4x to 4x faster with the Jacobian method (k = 3);
@@ -573,130 +352,284 @@ def _plan(
         # Under `vmap` the batch already vectorizes the matrix-free steps; the
         # Jacobian method is 1.1x faster there (256 vmapped Lorenz spectra) but
         # holds a chunk of propagators per batch member, so memory would grow
-        # with the batch: matrix-free stays the default.
+        # with the batch: matrix-free stays the default. Under differentiation
+        # the parallel-in-time ordering does not pay: its vectorized
+        # propagators are differentiated as a whole (an MLP field's gradient
+        # compiled for minutes and took gigabytes), so matrix-free runs.
         small = d <= _JACOBIAN_MAX_D and interval >= _JACOBIAN_MIN_INTERVAL
-        method = "jacobian" if small and not batched else "matrix-free"
+        plain = "batch" not in kinds and not differentiated
+        method = "jacobian" if small and plain else "matrix-free"
     if method not in ("jacobian", "matrix-free"):
         raise ValueError(
             f"`method` must be 'jacobian', 'matrix-free' or None, got {method!r}."
         )
-    return _Plan(
-        tangent=tangent_system(
-            system, solver, merge_default() if merge is None else merge
-        ),
-        x0=x0,
-        state=state,
-        key=key,
+    dynamic = not (kinds & {"reverse", "trace"}) and not fixed
+    layout = _Layout(
+        verb=verb,
         k=k,
-        time0=time0,
-        dt_array=dt,
-        dt_value=dt_value,
-        inputs=inputs,
-        args=args,
-        n_transient=n_transient,
-        n_warmup=n_warmup,
         interval=interval,
-        n_blocks=n_steps // interval,
-        remainder=n_steps % interval,
         log_base=log_base,
         method=method,
+        merge=merge_default(),
+        n_history=n_history,
+        hold_every=hold_every if differentiated else -1,
+        dt_value=dt_value,
+        is_flow=is_flow,
+        is_driven=is_driven,
+    )
+    counts = dict(
+        transient=n_transient,
+        warmup=n_warmup,
+        full=n_steps // interval,
+        rem=n_steps % interval,
+    )
+    return layout, counts, dynamic
+
+
+def _prepare(system, x0, args, inputs, state, key, dt, solver, layout):
+    """Inside `jit`: conform the system, build the tangent system, the step size
+    and the initial state."""
+    if layout.is_driven:
+        inputs, _ = check_inputs(inputs)
+    system, x0, args = conform(
+        system,
+        x0,
+        verb=layout.verb,
+        args=args,
+        u=input_at(inputs, 0) if layout.is_driven else None,
+    )
+    tangent = tangent_system(system, solver, layout.merge)
+    if layout.is_flow:
+        time0 = jnp.zeros((), x0.dtype)
+        if layout.dt_value is not None:
+            dt = layout.dt_value
+        else:
+            dt = jnp.asarray(dt, dtype=x0.dtype)
+            dt = eqx.error_if(dt, ~(dt > 0), "`dt` must be a positive step size.")
+    else:
+        time0 = jnp.zeros((), jnp.int32)
+        dt = 1
+    if state is None:
+        key = jr.key(0) if key is None else key
+        state = _fresh_state(x0, layout.k, key, time0)
+    else:
+        state = eqx.tree_at(
+            lambda s: (s.x, s.Q, s.log_sums, s.elapsed),
+            state,
+            (
+                check_state(state.x, x0.shape[0], "state.x").astype(x0.dtype),
+                state.Q.astype(x0.dtype),
+                state.log_sums.astype(x0.dtype),
+                state.elapsed.astype(x0.dtype),
+            ),
+        )
+    return tangent, state, dt, args, inputs
+
+
+def _finish(state, row_sums, row_steps_, elapsed0, dt, code, stats, layout, throw):
+    times = elapsed0 + dt * row_steps_.astype(row_sums.dtype)
+    history = row_sums / times[:, None] / layout.log_base
+    order = jnp.argsort(-history[-1])
+    history = history[:, order]
+    exponents = history[-1]
+    if throw:
+        exponents = code.error_if(exponents, code != RESULTS.successful)
+    return LyapunovResult(
+        exponents=exponents,
+        history=history,
+        times=times,
+        state=state,
+        result=code,
+        stats=stats,
+    )
+
+
+def _stats(counts, interval, include_prelude=True):
+    return {
+        "num_steps": counts["full"] * interval + counts["rem"],
+        "num_qr": counts["full"] + (counts["rem"] > 0),
+        "num_transient_steps": counts["transient"] if include_prelude else 0,
+        "num_warmup_steps": counts["warmup"] * interval if include_prelude else 0,
+    }
+
+
+def _as_counts(counts):
+    return {name: jnp.asarray(value, jnp.int32) for name, value in counts.items()}
+
+
+@eqx.filter_jit
+def _spectrum_dynamic(
+    system, x0, args, inputs, state, key, dt, solver, counts, layout, throw
+):
+    tangent, state0, dt, args, inputs = _prepare(
+        system, x0, args, inputs, state, key, dt, solver, layout
+    )
+    n_acc = counts["full"] + (counts["rem"] > 0).astype(jnp.int32)
+    state1, row_sums, code = run_dynamic(
+        tangent,
+        state0,
+        dt,
+        inputs,
+        args,
+        counts,
+        interval=layout.interval,
+        method=layout.method,
+        n_rows=layout.n_history,
+        acc_offset=jnp.zeros((), jnp.int32),
+        n_acc_total=n_acc,
+        hold_first=layout.hold_every == 0,
+        input_offset=jnp.zeros((), jnp.int32),
+    )
+    ends = row_ends(n_acc, layout.n_history)
+    steps = row_steps(ends, counts["full"], counts["rem"], layout.interval)
+    stats = _stats(counts, layout.interval)
+    return _finish(
+        state1, row_sums, steps, state0.elapsed, dt, code, stats, layout, throw
     )
 
 
 @eqx.filter_jit
-def _run_and_finish(plan: _Plan, throw: bool) -> LyapunovResult:
-    state, cum, times, code, _ = plan.run(remainder=plan.remainder)
-    stats = _stats(plan, plan.n_blocks, plan.remainder, include_prelude=True)
-    return _finish(state, cum, times, code, stats, plan.log_base, throw)
+def _spectrum_fixed(
+    system, x0, args, inputs, state, key, dt, solver, counts, layout, throw
+):
+    tangent, state0, dt, args, inputs = _prepare(
+        system, x0, args, inputs, state, key, dt, solver, layout
+    )
+    state1, cum, steps, code, _ = run_fixed(
+        tangent,
+        state0,
+        dt,
+        inputs,
+        args,
+        n_transient=counts["transient"],
+        n_warmup=counts["warmup"],
+        interval=layout.interval,
+        n_blocks=counts["full"],
+        remainder=counts["rem"],
+        method=layout.method,
+        hold_every=layout.hold_every,
+    )
+    n_acc = counts["full"] + (counts["rem"] > 0)
+    rows = row_ends(int(n_acc), layout.n_history) - 1
+    stats = _stats(counts, layout.interval)
+    return _finish(
+        state1, cum[rows], steps[rows], state0.elapsed, dt, code, stats, layout, throw
+    )
 
 
-def _stats(plan, n_blocks, remainder, include_prelude):
-    return {
-        "num_steps": n_blocks * plan.interval + remainder,
-        "num_qr": n_blocks + (1 if remainder else 0),
-        "num_transient_steps": plan.n_transient if include_prelude else 0,
-        "num_warmup_steps": plan.n_warmup * plan.interval if include_prelude else 0,
-    }
+@eqx.filter_jit
+def _piece(system, x0, args, inputs, state, key, dt, solver, counts, offsets, layout):
+    """One compiled chunk of a progress-bar run (`run_dynamic`)."""
+    tangent, state0, dt, args, inputs = _prepare(
+        system, x0, args, inputs, state, key, dt, solver, layout
+    )
+    return run_dynamic(
+        tangent,
+        state0,
+        dt,
+        inputs,
+        args,
+        counts,
+        interval=layout.interval,
+        method=layout.method,
+        n_rows=layout.n_history,
+        acc_offset=offsets["acc"],
+        n_acc_total=offsets["n_acc_total"],
+        hold_first=False,
+        input_offset=offsets["input"],
+    )
 
 
-def _run_chunked(plan: _Plan, args, throw: bool, progress) -> LyapunovResult:
+_finish_jit = eqx.filter_jit(_finish)
+
+
+def _run_chunked(system, x0, args, inputs, state, key, dt, solver, layout, counts,
+                 throw, progress) -> LyapunovResult:  # fmt: skip
     from tqdm.auto import tqdm
 
     n_chunks = 100 if progress is True else _check_int("progress", progress, 1)
-    per = max(1, plan.n_blocks // n_chunks)
-    total = plan.n_blocks * plan.interval + plan.remainder
-    state = eqx.filter_jit(plan.initial_state)()
-    inputs = plan.inputs
-    pos = 0
-    pieces_cum, pieces_times, code = [], [], RESULTS.successful
+    interval = layout.interval
+    n_full, rem = counts["full"], counts["rem"]
+    n_acc_total = n_full + (rem > 0)
+    per = max(1, n_full // n_chunks)
+    total = n_full * interval + rem
+    zero = dict(transient=0, warmup=0, full=0, rem=0)
+    row_sums = None
+    code = RESULTS.successful
+    pos = 0  # input steps consumed
+    acc = 0  # accumulated blocks done
+    steps_done = 0
+    start_state = state
+    elapsed0 = None
 
-    def call(n_transient, n_warmup, n_blocks, remainder):
-        nonlocal pos
-        n_in = n_transient + (n_warmup + n_blocks) * plan.interval + remainder
-        chunk_inputs = jax.tree.map(lambda a: a[pos : pos + n_in], inputs)
-        pos += n_in
-        return _run(
-            plan.tangent,
-            state,
-            plan.dt,
-            chunk_inputs,
-            args,
-            n_transient=n_transient,
-            n_warmup=n_warmup,
-            interval=plan.interval,
-            n_blocks=n_blocks,
-            remainder=remainder,
-            method=plan.method,
-        )
+    def call(piece_counts, state):
+        return _piece(
+            system, x0, args, inputs, state, key, dt, solver,
+            _as_counts(piece_counts),
+            _as_counts(dict(acc=acc, n_acc_total=n_acc_total, input=pos)),
+            layout,
+        )  # fmt: skip
 
     def partial_result():
-        if not pieces_cum:
-            cum = jnp.zeros((0, state.Q.shape[1]), state.x.dtype)
-            times = jnp.zeros((0,), state.x.dtype)
-            stats = _stats(plan, 0, 0, True)
-        else:
-            cum = jnp.concatenate(pieces_cum)
-            times = jnp.concatenate(pieces_times)
-            stats = _stats(plan, blocks_done, rem_done, True)
-        if cum.shape[0] == 0:
+        done = dict(zero, transient=counts["transient"], warmup=counts["warmup"])
+        done["full"], done["rem"] = divmod(steps_done, interval)
+        stats = _stats(done, interval)
+        if row_sums is None or steps_done == 0:
+            k = layout.k
+            nan = jnp.full((layout.n_history, k), jnp.nan)
             return LyapunovResult(
-                exponents=jnp.full(state.Q.shape[1], jnp.nan, state.x.dtype),
-                history=cum,
-                times=times,
+                exponents=jnp.full(k, jnp.nan),
+                history=nan,
+                times=jnp.full(layout.n_history, jnp.nan),
                 state=state,
                 result=code,
                 stats=stats,
             )
-        return _finish_jit(state, cum, times, code, stats, plan.log_base, False)
+        # Rows not reached yet repeat the last completed one.
+        filled = ~jnp.isnan(row_sums[:, 0])
+        last = jax.lax.cummax(jnp.where(filled, jnp.arange(len(filled)), 0))
+        ends = row_ends(jnp.int32(n_acc_total), layout.n_history)
+        steps = row_steps(ends, n_full, rem, interval)
+        sums, steps = row_sums[last], steps[last]
+        return _finish_jit(
+            state, sums, steps, elapsed0, dt_out, code, stats, layout, False
+        )
 
-    done = False
-    blocks_done = rem_done = 0
+    dt_out = layout.dt_value if layout.is_flow and layout.dt_value else 1
+    if layout.is_flow and layout.dt_value is None:
+        dt_out = dt
     bar = tqdm(total=total, desc="Lyapunov", unit="step")
+    state = start_state
     try:
-        if plan.n_transient or plan.n_warmup:
+        if counts["transient"] or counts["warmup"]:
             bar.set_postfix_str("transient")
-            state, _, _, c, _ = call(plan.n_transient, plan.n_warmup, 0, 0)
+            prelude = dict(zero, transient=counts["transient"], warmup=counts["warmup"])
+            state, _, c = call(prelude, state)
             code = RESULTS.where(code == RESULTS.successful, c, code)
-        left = plan.n_blocks
+            pos += counts["transient"] + counts["warmup"] * interval
+        elif state is None:
+            state, _, _ = call(zero, state)
+        elapsed0 = state.elapsed
+        left = n_full
         while True:
             n_b = min(per, left)
-            rem = plan.remainder if n_b == left else 0
-            state, cum, times, c, _ = call(0, 0, n_b, rem)
+            r = rem if n_b == left else 0
+            state, sums, c = call(dict(zero, full=n_b, rem=r), state)
             code = RESULTS.where(code == RESULTS.successful, c, code)
-            pieces_cum.append(cum)
-            pieces_times.append(times)
+            row_sums = (
+                sums if row_sums is None else jnp.where(jnp.isnan(sums), row_sums, sums)
+            )
             left -= n_b
-            blocks_done += n_b
-            rem_done += rem
-            done = left == 0
-            bar.update(n_b * plan.interval + rem)
-            if done:
+            acc += n_b + (r > 0)
+            pos += n_b * interval + r
+            steps_done += n_b * interval + r
+            bar.update(n_b * interval + r)
+            if left == 0:
                 break
     except KeyboardInterrupt:
         raise LyapunovInterrupted(partial_result()) from None
     finally:
         bar.close()
-    done = True
     out = partial_result()
     if throw:
         out = eqx.tree_at(
@@ -725,6 +658,8 @@ def lyapunov_spectrum(
     state: LyapunovState | None = None,
     key: PRNGKeyArray | None = None,
     method: Literal["jacobian", "matrix-free"] | None = None,
+    gradient: Literal["after_warmup", "full"] = "after_warmup",
+    n_history: int = _N_HISTORY,
     progress: bool | int = False,
     throw: bool = True,
 ) -> LyapunovResult:
@@ -844,7 +779,9 @@ def lyapunov_spectrum(
     R. Engelken, "Gradient flossing: improving gradient descent through dynamic
     control of Jacobians", NeurIPS (2023).
     """
-    options = dict(
+    layout, counts, dynamic = _layout(
+        system,
+        x0,
         k=k,
         dt=dt,
         n_steps=n_steps,
@@ -856,38 +793,34 @@ def lyapunov_spectrum(
         base=base,
         solver=solver,
         state=state,
-        key=key,
         method=method,
-        merge=merge_default(),
-        batched=_is_batched((system, x0, args)),
+        gradient=gradient,
+        n_history=n_history,
+        args=args,
+        key=key,
     )
+    if not is_concrete(dt) and dt is not None:
+        dt_arg = dt
+    else:
+        dt_arg = None
     if progress:
-        if isinstance(x0, jax.core.Tracer) or isinstance(system, jax.core.Tracer):
+        if not dynamic or _tracer_kinds((system, x0, args, state)):
             raise ValueError(
                 "`progress` runs compiled chunks from Python and cannot be used "
                 "under `jit`/`vmap`/`grad`; pass `progress=False`."
             )
-        plan = _plan(system, x0, args=args, **options)
-        return _run_chunked(plan, plan.args, throw, progress)
-    return _spectrum_jit(system, x0, args, throw, options)
-
-
-try:  # private in jax; without it every call counts as unbatched
-    from jax._src.interpreters.batching import BatchTracer as _BatchTracer
-except ImportError:  # pragma: no cover
-    _BatchTracer = ()
-
-
-def _is_batched(tree) -> bool:
-    """Whether the call is being traced by `vmap` (it picks the default method)."""
-    return any(isinstance(leaf, _BatchTracer) for leaf in jax.tree.leaves(tree))
-
-
-@eqx.filter_jit
-def _spectrum_jit(system, x0, args, throw, options) -> LyapunovResult:
-    # Validation runs at trace time, so a compiled call costs no Python-side
-    # array work (about 1 ms saved per call).
-    return _run_and_finish(_plan(system, x0, args=args, **options), throw)
+        return _run_chunked(
+            system, x0, args, inputs, state, key, dt_arg, solver, layout, counts,
+            throw, progress,
+        )  # fmt: skip
+    if dynamic:
+        return _spectrum_dynamic(
+            system, x0, args, inputs, state, key, dt_arg, solver,
+            _as_counts(counts), layout, throw,
+        )  # fmt: skip
+    return _spectrum_fixed(
+        system, x0, args, inputs, state, key, dt_arg, solver, counts, layout, throw
+    )
 
 
 def max_lyapunov(system: AbstractSystem, x0: StateLike, **kwargs) -> LyapunovResult:

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from .._custom_types import State, Tangents
-from .._scan import scan
+from .._misc import input_at
+from .._scan import scan, scan_prefix
 from .._system import AbstractDrivenMap, AbstractFlow, AbstractMap, AbstractSystem
 from .._vmap_last import Unsupported, vmap_last
 from ._fuse import fused_call, merge_default
@@ -204,21 +205,70 @@ def tangent_block(tangent: AbstractTangentSystem, time, x, V, us, n: int, dt, ar
     return jax.lax.scan(body, (time, x, V), us, length=n)[0]
 
 
+def state_steps(tangent: AbstractTangentSystem, time, x, inputs, s0, n, dt, args):
+    """Advance the state alone `n` steps (`n` traced), reading a driven map's
+    input `s0 + j` at step `j`; returns `(time, x)`."""
+
+    def body(j, carry):
+        t, y = carry
+        u = None if inputs is None else input_at(inputs, s0 + j)
+        return tangent.next_time(t, dt), tangent.step(t, y, u, dt, args)
+
+    return jax.lax.fori_loop(0, n, body, (time, x))
+
+
+def tangent_steps(tangent: AbstractTangentSystem, time, x, V, inputs, s0, n, dt, args):
+    """Advance state and tangents `n` steps (`n` traced), reading a driven map's
+    input `s0 + j` at step `j`; returns `(time, x, V)`."""
+
+    def body(j, carry):
+        t, y, W = carry
+        u = None if inputs is None else input_at(inputs, s0 + j)
+        y, W = tangent.tangent_step(t, y, W, u, dt, args)
+        return tangent.next_time(t, dt), y, W
+
+    return jax.lax.fori_loop(0, n, body, (time, x, V))
+
+
 def block_starts(
-    tangent: AbstractTangentSystem, time, x, us, n_blocks: int, interval: int, dt, args
+    tangent: AbstractTangentSystem,
+    time,
+    x,
+    us,
+    n_blocks: int,
+    interval: int,
+    dt,
+    args,
+    hold=None,
+    n_valid=None,
 ):
     """Advance the state alone over `n_blocks` blocks of `interval` steps.
 
     `us` (driven maps) has shape `(n_blocks, interval, m)`. Returns the final
     `(time, x)` and the `(time, x)` at the start of every block. This is the only
     sequential part of the Jacobian method, and the cheapest: no tangents.
+    `hold` (bool, `(n_blocks,)`) stops gradients through the state at the
+    flagged block starts; with `n_valid` (traced) only the first `n_valid`
+    blocks run (`scan_prefix`), and later rows hold the final `(time, x)`.
     """
 
-    def body(carry, us_block):
+    def body(carry, xs):
+        us_block, hold_j = xs
         t, y = carry
-        return state_block(tangent, t, y, us_block, interval, dt, args), carry
+        if hold_j is not None:
+            y = jnp.where(hold_j, jax.lax.stop_gradient(y), y)
+        return state_block(tangent, t, y, us_block, interval, dt, args), (t, y)
 
-    return scan(body, (time, x), us, length=n_blocks)
+    if n_valid is None:
+        return scan(body, (time, x), (us, hold), length=n_blocks)
+    flags = jnp.zeros((n_blocks,), bool) if hold is None else hold
+    if hold is None:
+
+        def body_no_hold(carry, xs):
+            return body(carry, (xs[0], None))
+
+        return scan_prefix(body_no_hold, (time, x), (us, flags), n_valid)
+    return scan_prefix(body, (time, x), (us, flags), n_valid)
 
 
 def block_propagators(
