@@ -1,4 +1,11 @@
-"""The `dynjax` command line: `dynjax systems`, `dynjax simulate`, `dynjax demo`."""
+"""The `dynjax` command line: `dynjax systems`, `dynjax simulate`, `dynjax demo`.
+
+`simulate` and `demo` switch on JAX's persistent compilation cache in a user
+cache directory (`$XDG_CACHE_HOME/dynjax/jax`, by default `~/.cache/dynjax/jax`),
+so a second run loads its compiled programs instead of compiling them again.
+`--no-cache` or the environment variable `DYNJAX_NO_CACHE=1` turns it off. The
+library itself never switches the cache on.
+"""
 
 import argparse
 import difflib
@@ -6,6 +13,9 @@ import inspect
 import os
 import sys
 import time
+
+
+_NO_CACHE_ENV = "DYNJAX_NO_CACHE"
 
 
 def _catalogue() -> dict[str, type]:
@@ -32,15 +42,17 @@ def _lookup(name: str) -> type:
     )
 
 
-def _default_instance(cls):
+def _instance(cls, **params):
+    """`cls(**params)`, with a fixed key for systems drawn at random; `None` if the
+    system needs arguments the command line cannot give (arrays)."""
     import jax.random as jr
 
     try:
-        return cls()
+        return cls(**params)
     except TypeError:
         pass
     try:
-        return cls(key=jr.key(0))
+        return cls(key=jr.key(0), **params)
     except TypeError:
         return None
 
@@ -59,7 +71,7 @@ def _describe(cls) -> tuple[str, str, str]:
         if issubclass(cls, AbstractMap)
         else "driven map"
     )
-    system = _default_instance(cls)
+    system = _instance(cls)
     if system is None:
         return kind, "-", "(needs arguments, see its docstring)"
     params = []
@@ -80,7 +92,10 @@ def _cmd_systems(ns) -> int:
     if ns.name is not None:
         cls = _lookup(ns.name)
         kind, d, params = _describe(cls)
-        print(f"{cls.__name__} ({kind}, d={d})\n  parameters: {params}\n")
+        print(f"{cls.__name__} ({kind}, d={d})\n  parameters: {params}")
+        if cls.state_names is not None:
+            print(f"  state: ({', '.join(cls.state_names)})")
+        print()
         print(inspect.getdoc(cls))
         return 0
     rows = [(name, *_describe(cls)) for name, cls in _catalogue().items()]
@@ -92,56 +107,249 @@ def _cmd_systems(ns) -> int:
     return 0
 
 
-def _setup(float32: bool):
+# ------------------------------------------------------------------ set-up
+
+
+def cache_dir(environ=None) -> str | None:
+    """Where the command line keeps JAX's persistent compilation cache.
+
+    `$XDG_CACHE_HOME/dynjax/jax` (default `~/.cache/dynjax/jax`), or `None` when
+    the environment variable `DYNJAX_NO_CACHE` is set to anything but `0` or the
+    empty string.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get(_NO_CACHE_ENV, "") not in ("", "0"):
+        return None
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache"
+    )
+    return os.path.join(base, "dynjax", "jax")
+
+
+def _setup(ns) -> None:
     import jax
 
-    if not float32:
+    if not ns.float32:
         jax.config.update("jax_enable_x64", True)
+    path = None if ns.no_cache else cache_dir()
+    if path is not None:
+        # Every program is cached: the command line runs many small ones, whose
+        # compile times (0.1 to 1 s each) add up to most of a run.
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def _check(result, what: str) -> None:
+    """`throw=True`, outside the compiled program.
+
+    The command line calls verbs with `throw=False` and raises here: a compiled
+    program that raises at run time holds a host callback, and JAX's persistent
+    cache does not store programs with host callbacks.
+    """
+    from ._results import RESULTS
+
+    if result != RESULTS.successful:
+        raise SystemExit(f"dynjax: {what} failed. {RESULTS[result]}")
+
+
+def _mpl():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str) -> str:
+    import matplotlib.pyplot as plt
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return os.path.abspath(path)
+
+
+# ---------------------------------------------------------------- simulate
+
+
+def _settable(cls) -> dict[str, object]:
+    """The constructor parameters the command line can set, with their defaults
+    (a float for array parameters, a Python int or bool for static ones)."""
+    import numpy as np
+
+    system = _instance(cls)
+    out = {}
+    for name in inspect.signature(cls).parameters:
+        if name == "key" or not hasattr(system, name):
+            continue
+        value = getattr(system, name)
+        if isinstance(value, (bool, int, float)):
+            out[name] = value
+        elif np.ndim(value) == 0:
+            out[name] = float(np.asarray(value))
+    return out
+
+
+def _parse_params(cls, items: list[str]) -> dict[str, object]:
+    settable = _settable(cls)
+    listed = ", ".join(settable) if settable else "none"
+    params = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise SystemExit(
+                f"dynjax: --param takes NAME=VALUE (e.g. --param rho=35), got {item!r}."
+            )
+        if name not in settable:
+            raise SystemExit(
+                f"dynjax: {cls.__name__} has no parameter {name!r} that can be set "
+                f"from the command line. Its parameters: {listed}."
+            )
+        default = settable[name]
+        try:
+            if isinstance(default, bool):
+                lowered = text.strip().lower()
+                if lowered not in ("true", "false", "1", "0"):
+                    raise ValueError
+                value = lowered in ("true", "1")
+            elif isinstance(default, int):
+                value = int(text)
+            else:
+                value = float(text)
+        except ValueError:
+            kind = type(default).__name__
+            raise SystemExit(
+                f"dynjax: --param {name}={text!r}: {name} takes a {kind} (default "
+                f"{default})."
+            ) from None
+        params[name] = value
+    return params
+
+
+def _parse_x0(text: str, d: int):
+    import numpy as np
+
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise SystemExit(
+            f"dynjax: --x0 takes {d} comma-separated numbers, got {text!r}."
+        ) from None
+    if len(values) != d:
+        raise SystemExit(
+            f"dynjax: --x0 has {len(values)} value(s) but the state has d={d}: give "
+            f"{d} comma-separated numbers (e.g. --x0 {','.join(['1'] * d)})."
+        )
+    return np.asarray(values)
+
+
+def _changed(cls, params: dict) -> list[str]:
+    """`["rho=35"]`: the parameters that differ from their defaults."""
+    defaults = _settable(cls)
+    return [
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in params.items()
+        if v != defaults[k]
+    ]
+
+
+_COBWEB_STEPS = 100
+
+
+def _window(sol, start, stop):
+    """The states `start:stop` of a trajectory."""
+    return type(sol)(
+        ts=sol.ts[start:stop], xs=sol.xs[start:stop], result=sol.result, stats=sol.stats
+    )
 
 
 def _cmd_simulate(ns) -> int:
-    _setup(ns.float32)
-    import jax.numpy as jnp
-    import matplotlib
+    _setup(ns)
+    cls = _lookup(ns.name)
+    params = _parse_params(cls, ns.param)
+    system = _instance(cls, **params)
+    if system is None:
+        raise SystemExit(
+            f"dynjax: {cls.__name__} needs constructor arguments (arrays); use it "
+            "from Python."
+        )
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import jax.numpy as jnp
+    import numpy as np
 
     from . import plot
     from ._evolve import trajectory
-    from ._system import AbstractFlow
+    from ._system import AbstractFlow, AbstractMap
 
-    cls = _lookup(ns.name)
-    system = _default_instance(cls)
-    if system is None:
+    if not isinstance(system, (AbstractFlow, AbstractMap)):
         raise SystemExit(
-            f"dynjax: {cls.__name__} needs constructor arguments; use it from Python."
+            f"dynjax: {cls.__name__} is driven by inputs; use it from Python."
         )
-    x0 = jnp.asarray(system.default_x0())
-    if isinstance(system, AbstractFlow):
-        sol = trajectory(system, x0, t1=ns.t1, n_save=ns.points)
+    flow = isinstance(system, AbstractFlow)
+    if flow and ns.steps is not None:
+        raise SystemExit(f"dynjax: {cls.__name__} is a flow: give --t1, not --steps.")
+    if not flow and (ns.t1 is not None or ns.points is not None):
+        raise SystemExit(
+            f"dynjax: {cls.__name__} is a map: give --steps, not --t1/--points."
+        )
+    d = system.d
+    x0 = system.default_x0() if ns.x0 is None else _parse_x0(ns.x0, d)
+    dtype = jnp.float32 if ns.float32 else jnp.float64
+    x0 = jnp.asarray(x0, dtype=dtype)
+    if ns.transient < 0:
+        raise SystemExit("dynjax: --transient must be >= 0.")
+    if flow:
+        t1 = 50.0 if ns.t1 is None else ns.t1
+        points = 5001 if ns.points is None else ns.points
+        if not t1 > 0 or points < 2:
+            raise SystemExit("dynjax: --t1 must be positive and --points >= 2.")
+        ts = jnp.linspace(ns.transient, ns.transient + t1, points, dtype=dtype)
+        sol = trajectory(system, x0, t1=ns.transient + t1, ts=ts, throw=False)
+        kept = sol
     else:
-        sol = trajectory(system, x0, n_steps=ns.points - 1)
-    import numpy as np
-
+        steps = (200 if d == 1 else 5000) if ns.steps is None else ns.steps
+        transient = int(ns.transient)
+        if transient != ns.transient or steps < 1:
+            raise SystemExit(
+                "dynjax: for a map, --steps (>= 1) and --transient are numbers of "
+                "iterations (integers)."
+            )
+        sol = trajectory(system, x0, n_steps=transient + steps, throw=False)
+        kept = _window(sol, transient, None)
+    _check(sol.result, f"simulating {cls.__name__}")
     final = np.array2string(np.asarray(sol.xs[-1]), precision=6)
-    print(f"{cls.__name__}: {sol.xs.shape[0]} states, final state {final}")
-    os.makedirs(os.path.dirname(os.path.abspath(ns.out)), exist_ok=True)
-    ax = plot.attractor(sol, dims=(0, min(1, sol.xs.shape[1] - 1)))
-    ax.set_title(cls.__name__)
-    ax.figure.savefig(ns.out, dpi=120, bbox_inches="tight")
-    plt.close(ax.figure)
-    print(f"figure written to {os.path.abspath(ns.out)}")
+    print(f"{cls.__name__}: {kept.xs.shape[0]} states, final state {final}")
+
+    plt = _mpl()
+    changed = _changed(cls, params)
+    tag = "_".join([cls.__name__.lower(), *changed])
+    title = cls.__name__ + (f" ({', '.join(changed)})" if changed else "")
+    if d == 1 and not flow:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        plot.time_series(kept, system=system, ax=left)
+        plot.cobweb(system, _window(kept, 0, _COBWEB_STEPS + 1), ax=right)
+        left.set_title(title)
+        right.set_title(f"cobweb (first {min(_COBWEB_STEPS, steps)} steps)")
+    else:
+        fig, ax = plt.subplots(figsize=(5, 4))
+        plot.attractor(kept, system=system, ax=ax)
+        ax.set_title(title)
+    out = ns.out or os.path.join("dynjax_output", f"{tag}.png")
+    print(f"figure written to {_save(fig, out)}")
     return 0
 
 
-def _cmd_demo(ns) -> int:
-    _setup(ns.float32)
-    import jax.numpy as jnp
-    import matplotlib
+# -------------------------------------------------------------------- demo
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+_LORENZ_REFERENCE = (0.9056, 0.0, -14.5723)  # Sprott (2003), Table A.1
+
+
+def _cmd_demo(ns) -> int:
+    _setup(ns)
+    import jax.numpy as jnp
     import numpy as np
 
     from . import plot, systems
@@ -155,8 +363,8 @@ def _cmd_demo(ns) -> int:
     lorenz = systems.Lorenz()
     x0 = jnp.array([1.0, 1.0, 1.0])
     start = time.perf_counter()
-    sol = trajectory(lorenz, x0, t1=ns.t1, n_save=100 * int(ns.t1) + 1)
-    sol.xs.block_until_ready()
+    sol = trajectory(lorenz, x0, t1=ns.t1, n_save=100 * int(ns.t1) + 1, throw=False)
+    _check(sol.result, "the Lorenz trajectory")
     elapsed = time.perf_counter() - start
     xs = np.asarray(sol.xs)
     print(
@@ -174,11 +382,12 @@ def _cmd_demo(ns) -> int:
         eig = eig[np.argsort(-eig.real)]
         print(f"  {np.array2string(point, precision=3)}: {np.round(eig, 3)}")
 
+    plt = _mpl()
     figures = []
     fig, ax = plt.subplots(figsize=(5, 4))
-    plot.attractor(sol, dims=(0, 2), ax=ax)
+    plot.attractor(sol, system=lorenz, dims=(0, 2), ax=ax)
     ax.set_title("Lorenz attractor")
-    figures.append(_save(fig, out, "lorenz_attractor.png"))
+    figures.append(_save(fig, os.path.join(out, "lorenz_attractor.png")))
 
     figures += _demo_lyapunov(lorenz, xs[-1], out, ns.t_lyapunov)
     figures += _demo_phase_portrait(out)
@@ -186,15 +395,6 @@ def _cmd_demo(ns) -> int:
     for path in figures:
         print(f"  {path}")
     return 0
-
-
-def _save(fig, out: str, name: str) -> str:
-    import matplotlib.pyplot as plt
-
-    path = os.path.join(out, name)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def _demo_lyapunov(lorenz, x0, out: str, t_total: float) -> list[str]:
@@ -207,10 +407,13 @@ def _demo_lyapunov(lorenz, x0, out: str, t_total: float) -> list[str]:
 
     print(f"\nLyapunov spectrum (Benettin QR, RK4 dt = 0.01, T = {t_total:g}):")
     start = time.perf_counter()
-    spectrum = lyapunov_spectrum(lorenz, jnp.asarray(x0), dt=0.01, t_total=t_total)
+    spectrum = lyapunov_spectrum(
+        lorenz, jnp.asarray(x0), dt=0.01, t_total=t_total, throw=False
+    )
+    _check(spectrum.result, "the Lyapunov spectrum")
     exponents = np.asarray(spectrum.exponents)
     elapsed = time.perf_counter() - start
-    reference = np.array([0.9056, 0.0, -14.5723])  # Sprott (2003), Table A.1
+    reference = np.array(_LORENZ_REFERENCE)
     print(f"  exponents  {np.array2string(exponents, precision=4)}")
     print(f"  reference  {np.array2string(reference, precision=4)} (Sprott 2003)")
     print(
@@ -220,10 +423,10 @@ def _demo_lyapunov(lorenz, x0, out: str, t_total: float) -> list[str]:
         f"{float(ks_entropy(exponents)):.4f} nats per unit time"
     )
     print(f"  {elapsed:.2f} s including compilation")
-    fig, ax = plt.subplots(figsize=(5, 4))
-    plot.lyapunov_convergence(spectrum, ax=ax)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    plot.lyapunov_convergence(spectrum, reference=reference, ax=ax)
     ax.set_title("Lorenz: convergence of the Lyapunov spectrum")
-    return [_save(fig, out, "lorenz_lyapunov.png")]
+    return [_save(fig, os.path.join(out, "lorenz_lyapunov.png"))]
 
 
 def _demo_phase_portrait(out: str) -> list[str]:
@@ -253,7 +456,7 @@ def _demo_phase_portrait(out: str) -> list[str]:
         f"  limit cycle: period {float(orbit.period):.4f} (Van der Pol, mu = 1: "
         f"6.6633), Floquet multipliers |m| = {np.round(np.sort(multipliers), 5)}"
     )
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
     plot.phase_portrait(
         vdp,
         (-3.5, 3.5),
@@ -264,7 +467,23 @@ def _demo_phase_portrait(out: str) -> list[str]:
         orbits=(orbit,),
     )
     ax.set_title("Van der Pol (mu = 1)")
-    return [_save(fig, out, "vanderpol_phase_portrait.png")]
+    return [_save(fig, os.path.join(out, "vanderpol_phase_portrait.png"))]
+
+
+# -------------------------------------------------------------------- main
+
+
+def _add_common(p) -> None:
+    p.add_argument("--float32", action="store_true", help="run in float32")
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help=(
+            "do not use the persistent compilation cache (also: "
+            f"{_NO_CACHE_ENV}=1); by default it lives in "
+            "$XDG_CACHE_HOME/dynjax/jax, else ~/.cache/dynjax/jax"
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,12 +497,48 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", nargs="?", default=None, help="a system to describe")
     p.set_defaults(func=_cmd_systems)
 
-    p = sub.add_parser("simulate", help="simulate one catalogue system, plot it")
+    p = sub.add_parser(
+        "simulate",
+        help="simulate one catalogue system, plot it",
+        description=(
+            "Simulate a catalogue system and plot it: flows as a line through two "
+            "coordinates, maps as points, one-dimensional maps as a time series "
+            "and a cobweb diagram. Axes carry the system's state names."
+        ),
+    )
     p.add_argument("name", help="a catalogue system, e.g. Lorenz")
-    p.add_argument("--t1", type=float, default=50.0, help="end time (flows)")
-    p.add_argument("--points", type=int, default=5001, help="saved states")
-    p.add_argument("--out", default="dynjax_output/simulate.png", help="PNG path")
-    p.add_argument("--float32", action="store_true", help="run in float32")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a parameter (repeatable), e.g. --param rho=35",
+    )
+    p.add_argument(
+        "--x0", default=None, metavar="A,B,...", help="initial state, d numbers"
+    )
+    p.add_argument("--t1", type=float, default=None, help="duration (flows; 50)")
+    p.add_argument(
+        "--points", type=int, default=None, help="saved states (flows; 5001)"
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="iterations (maps; 5000, or 200 for one-dimensional maps)",
+    )
+    p.add_argument(
+        "--transient",
+        type=float,
+        default=0.0,
+        help="time (flows) or iterations (maps) run first and discarded",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="PNG path (default dynjax_output/NAME_PARAM=VALUE.png)",
+    )
+    _add_common(p)
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("demo", help="the tour: Lorenz trajectory, spectrum, figures")
@@ -292,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--t-lyapunov", type=float, default=1000.0, help="Lyapunov averaging time"
     )
-    p.add_argument("--float32", action="store_true", help="run in float32")
+    _add_common(p)
     p.set_defaults(func=_cmd_demo)
 
     ns = parser.parse_args(argv)
