@@ -60,6 +60,7 @@ def _legend_outside_axes(ax):
     return legend.x0 >= ax.get_window_extent(renderer).x1
 
 
+@pytest.mark.slow  # 20 to 40 s on 2 cores: the whole tour, compiled
 def test_demo_writes_figures_and_reports_equilibria(tmp_path, capsys, figures):
     argv = ["demo", "--out", str(tmp_path), "--t1", "5", "--t-lyapunov", "200"]
     assert main([*argv, "--no-cache"]) == 0
