@@ -65,6 +65,26 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportRedeclaration]
         "The trajectory did not cross the Poincare section (in the requested "
         "direction) within `t_max`: raise `t_max`, or check the plane and `direction`."
     )
+    shooting_diverged = (
+        "The shooting solve for a periodic orbit did not converge: the residual "
+        "phi_T(x) - x stalled at a nonzero value (the iteration went astray from the "
+        "guess), so raising `max_steps` will not help. Give a point closer to the "
+        "orbit and a period within ~30%, use more segments (`n_segments`), or, for a "
+        "stable cycle, pass `period_guess=None` to relax onto it first."
+    )
+    period_collapsed = (
+        "The shooting solve collapsed onto a trivial solution: the period shrank "
+        "towards 0, or the orbit shrank onto an equilibrium, where phi_T(x) = x holds "
+        "without a cycle. Give a period guess closer to the true period or a point "
+        "farther from the equilibrium, use more segments (`n_segments`), or, for a "
+        "stable cycle, pass `period_guess=None`."
+    )
+    shooting_integration_failed = (
+        "Integrating the orbit over one period failed (the ODE solver ran out of "
+        "steps or produced non-finite values). The system may be stiff: pass an "
+        "implicit solver, e.g. `solver=diffrax.Kvaerno5()`; or raise `ode_max_steps`, "
+        "or give a period guess closer to the true one."
+    )
 
 
 def is_traced(tree) -> bool:
