@@ -4,11 +4,12 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int
 
 from ._custom_types import Args, Inputs, RealScalarLike, StateLike
 from ._misc import check_inputs, input_at, is_concrete
-from ._results import RESULTS
+from ._results import raise_if_failed, RESULTS
 from ._system import AbstractDrivenMap, AbstractFlow, AbstractMap, AbstractSystem
 from ._system._checks import conform
 
@@ -39,19 +40,21 @@ def _default_controller(dtype) -> dfx.PIDController:
     return dfx.PIDController(rtol=1e-5, atol=1e-7)
 
 
-def _finish(ts, xs, result, stats, throw: bool) -> Trajectory:
+def _finish(ts, xs, result, stats, is_flow: bool) -> Trajectory:
     nonfinite = jnp.any(~jnp.isfinite(xs))
-    result = RESULTS.where(
-        (result == RESULTS.successful) & nonfinite, RESULTS.nonfinite_state, result
-    )
-    if throw:
-        xs = result.error_if(xs, result != RESULTS.successful)
+    bad = RESULTS.nonfinite_state if is_flow else RESULTS.map_escaped
+    result = RESULTS.where((result == RESULTS.successful) & nonfinite, bad, result)
     return Trajectory(ts=ts, xs=xs, result=result, stats=stats)
+
+
+# A solve that stops early with the state grown by this factor (relative to
+# 1 + |x0|) has blown up: the step size collapsed towards a singularity.
+_BLOW_UP = 1e6
 
 
 @eqx.filter_jit
 def _flow_trajectory(
-    flow, x0, t0, t1, ts, dt0, solver, controller, max_steps, adjoint, args, throw
+    flow, x0, t0, t1, ts, dt0, solver, controller, max_steps, adjoint, args
 ):
     term = dfx.ODETerm(lambda t, y, a: flow.vector_field(t, y, a))
     sol = dfx.diffeqsolve(
@@ -62,18 +65,48 @@ def _flow_trajectory(
         dt0,
         x0,
         args=args,
-        saveat=dfx.SaveAt(ts=ts),
+        # (t1 too: after a failure its slot holds the time and state reached.)
+        saveat=dfx.SaveAt(ts=ts, t1=True),
         stepsize_controller=controller,
         max_steps=max_steps,
         adjoint=adjoint,
         throw=False,
     )
     result = RESULTS.promote(sol.result)
-    return _finish(sol.ts, sol.ys, result, sol.stats, throw)
+    reached = jnp.isfinite(sol.ts)
+    last = jnp.argmax(jnp.where(reached, sol.ts, -jnp.inf))
+    t_stop, x_stop = sol.ts[last], sol.ys[last]
+    size = jnp.max(jnp.abs(x_stop))
+    grown = ~(size <= _BLOW_UP * (1 + jnp.max(jnp.abs(x0))))  # (NaN: grown)
+    stopped = (result != RESULTS.successful) & (result != RESULTS.event_occurred)
+    result = RESULTS.where(stopped & grown & (t_stop < t1), RESULTS.blow_up, result)
+    stats = dict(sol.stats, t_stop=t_stop, size_at_stop=size)
+    return _finish(sol.ts[:-1], sol.ys[:-1], result, stats, True)
+
+
+def _blow_up_details(trajectory) -> str:
+    t = float(trajectory.stats["t_stop"])
+    size = float(trajectory.stats["size_at_stop"])
+    return (
+        f"The state reached max |x_i| = {size:.3g} at t = {t:.8g}: the solution "
+        f"blows up near t = {t:.4g}."
+    )
+
+
+def _throw(trajectory: Trajectory) -> Trajectory:
+    details = _blow_up_details if "t_stop" in trajectory.stats else None
+
+    def add_details(traj):
+        if traj.result == RESULTS.blow_up and details is not None:
+            return details(traj)
+        return ""
+
+    xs = raise_if_failed(trajectory.result, trajectory, add_details).xs
+    return eqx.tree_at(lambda t: t.xs, trajectory, xs)
 
 
 @eqx.filter_jit
-def _map_trajectory(system, x0, n0, n_steps, args, throw):
+def _map_trajectory(system, x0, n0, n_steps, args):
     def body(x, n):
         x_next = system.step(n, x, args)
         return x_next, x_next
@@ -82,11 +115,11 @@ def _map_trajectory(system, x0, n0, n_steps, args, throw):
     _, xs = jax.lax.scan(body, x0, ns)
     xs = jnp.concatenate([x0[None], xs])
     ts = n0 + jnp.arange(n_steps + 1)
-    return _finish(ts, xs, RESULTS.successful, {"num_steps": n_steps}, throw)
+    return _finish(ts, xs, RESULTS.successful, {"num_steps": n_steps}, False)
 
 
 @eqx.filter_jit
-def _driven_trajectory(system, x0, inputs, args, throw):
+def _driven_trajectory(system, x0, inputs, args):
     def body(x, u):
         x_next = system.step(x, u, args)
         return x_next, x_next
@@ -95,7 +128,7 @@ def _driven_trajectory(system, x0, inputs, args, throw):
     xs = jnp.concatenate([x0[None], xs])
     n_steps = xs.shape[0] - 1
     ts = jnp.arange(n_steps + 1)
-    return _finish(ts, xs, RESULTS.successful, {"num_steps": n_steps}, throw)
+    return _finish(ts, xs, RESULTS.successful, {"num_steps": n_steps}, False)
 
 
 def trajectory(
@@ -184,9 +217,10 @@ def trajectory(
             )
         t0 = jnp.asarray(t0, dtype=x0.dtype)
         t1 = jnp.asarray(t1, dtype=x0.dtype)
-        t1 = eqx.error_if(
-            t1, t1 <= t0, "`t1` must be greater than `t0`; swap them or fix `t1`."
-        )
+        if isinstance(t0, jax.core.Tracer) or isinstance(t1, jax.core.Tracer):
+            t1 = eqx.error_if(
+                t1, t1 <= t0, "`t1` must be greater than `t0`; swap them or fix `t1`."
+            )
         if ts is None:
             ts = jnp.linspace(t0, t1, n_save)
         solver = dfx.Tsit5() if solver is None else solver
@@ -197,7 +231,19 @@ def trajectory(
                 "A constant step size needs `dt0=`: pass the fixed step size."
             )
         adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
-        return _flow_trajectory(
+        if dt0 is not None:
+            if is_concrete(dt0) and not (np.isfinite(dt0) and dt0 > 0):
+                raise ValueError(
+                    f"`dt0` must be a positive step size (the integration runs "
+                    f"forward from t0 to t1), got {dt0}. To integrate backwards "
+                    "in time, integrate the flow with a negated vector field."
+                )
+            if isinstance(dt0, jax.core.Tracer):
+                dt0 = eqx.error_if(
+                    dt0, ~(dt0 > 0), "`dt0` must be a positive step size."
+                )
+            dt0 = jnp.asarray(dt0, dtype=x0.dtype)
+        out = _flow_trajectory(
             system,
             x0,
             t0,
@@ -209,16 +255,18 @@ def trajectory(
             max_steps,
             adjoint,
             args,
-            throw,
         )
+        return _throw(out) if throw else out
     if isinstance(system, AbstractMap):
         if n_steps is None:
             raise ValueError("A map needs the number of iterations: pass `n_steps=`.")
         if not isinstance(n_steps, int) or n_steps < 0:
             raise ValueError(f"`n_steps` must be an int >= 0, got {n_steps!r}.")
-        return _map_trajectory(system, x0, n0, n_steps, args, throw)
+        out = _map_trajectory(system, x0, n0, n_steps, args)
+        return _throw(out) if throw else out
     if isinstance(system, AbstractDrivenMap):
-        return _driven_trajectory(system, x0, inputs, args, throw)
+        out = _driven_trajectory(system, x0, inputs, args)
+        return _throw(out) if throw else out
     raise ValueError(
         f"`system` must be a dynjax flow, map or driven map, got {type(system)}."
     )

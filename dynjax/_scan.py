@@ -77,15 +77,19 @@ def scan(f, init, xs=None, length: int | None = None):
 
 
 def scan_prefix(f, init, xs, n):
-    """`lax.scan(f, init, xs)` over only the first `n` rows of `xs` (`n` traced).
+    """`lax.scan(f, init, xs)` over the first `n` rows of `xs` (`n` traced), and
+    possibly a few more.
 
-    Returns the carry after `n` iterations and `ys` with as many rows as `xs`;
-    rows from `n` on are left as the output of a masked iteration (unspecified:
-    callers mask them). The loop runs `ceil(n / m)` chunks of `m` iterations
-    (`m` a power of two, see `_chunk`; on other backends `m = 1`), so at most
-    `m - 1` iterations are wasted, masked so that the carry does not change. The
-    number of rows of `xs` must be a multiple of `m` (the drivers use powers of
-    two). A new `n` does not recompile.
+    The loop runs `ceil(n / m)` unmasked chunks of `m` iterations (`m` a power
+    of two, see `_chunk`; on other backends `m = 1`), so up to `m - 1`
+    iterations past row `n` also run. Returns `(carry, ys, n_run)`: the carry
+    after `n_run = ceil(n / m) m` iterations, and `ys`, whose rows from `n` on
+    (and rows never reached, which are zero) are not meaningful. Callers that
+    need the carry after exactly `n` iterations read it from their own `ys` when
+    `n < n_run` (e.g. the state at the start of block `n`). No masking, so the
+    loop body costs what `scan`'s does. The number of rows of `xs` must be a
+    multiple of `m` (the drivers use powers of two). A new `n` does not
+    recompile.
     """
     length = jax.tree.leaves(xs)[0].shape[0]
     m = _chunk(f, init, xs) if jax.default_backend() == "cpu" else 1
@@ -95,22 +99,16 @@ def scan_prefix(f, init, xs, n):
     _, y_row = jax.eval_shape(f, init, jax.tree.map(lambda a: a[0], xs))
     ys0 = jax.tree.map(lambda s: jnp.zeros((length, *s.shape), s.dtype), y_row)
 
-    def masked(carry, x_i):
-        x, i = x_i
-        new, y = f(carry, x)
-        keep = i < n
-        new = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, carry)
-        return new, y
-
     def outer(c, state):
         carry, ys = state
         start = c * m
         xs_c = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, m), xs)
-        carry, ys_c = jax.lax.scan(masked, carry, (xs_c, start + jnp.arange(m)))
+        carry, ys_c = jax.lax.scan(f, carry, xs_c)
         ys = jax.tree.map(
             lambda a, b: jax.lax.dynamic_update_slice_in_dim(a, b, start, 0), ys, ys_c
         )
         return carry, ys
 
     n_chunks = (n + m - 1) // m
-    return jax.lax.fori_loop(0, n_chunks, outer, (init, ys0))
+    carry, ys = jax.lax.fori_loop(0, n_chunks, outer, (init, ys0))
+    return carry, ys, n_chunks * m

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -24,13 +25,19 @@ def test_wrong_dimension_x0():
 
 
 def test_nonfinite_x0():
-    with pytest.raises(eqx.EquinoxRuntimeError, match="non-finite"):
+    # A concrete state is checked before anything is compiled (ValueError); a
+    # traced one at run time (EquinoxRuntimeError).
+    with pytest.raises(ValueError, match="non-finite"):
         dynjax.trajectory(
             dynjax.systems.Lorenz(), jnp.array([1.0, jnp.nan, 0.0]), t1=1.0
         )
     henon = dynjax.Map(lambda n, x, p: x, None)
-    with pytest.raises(eqx.EquinoxRuntimeError, match="non-finite"):
+    with pytest.raises(ValueError, match="non-finite"):
         dynjax.trajectory(henon, jnp.array([jnp.inf, 0.0]), n_steps=3)
+    with pytest.raises(eqx.EquinoxRuntimeError, match="non-finite"):
+        eqx.filter_jit(lambda x: dynjax.trajectory(henon, x, n_steps=3).xs)(
+            jnp.array([jnp.inf, 0.0])
+        )
 
 
 def test_t1_before_t0():
@@ -76,10 +83,10 @@ def test_driven_map_needs_inputs():
 def test_diverging_map_reports_nonfinite_state():
     # The logistic map with r = 5 sends x0 = 0.9 to -inf in a few steps.
     logistic = dynjax.Map(lambda n, x, r: r * x * (1 - x), 5.0)
-    with pytest.raises(eqx.EquinoxRuntimeError, match="non-finite"):
+    with pytest.raises(eqx.EquinoxRuntimeError, match="A map has no step size"):
         dynjax.trajectory(logistic, jnp.array([0.9]), n_steps=40)
     sol = dynjax.trajectory(logistic, jnp.array([0.9]), n_steps=40, throw=False)
-    assert sol.result == dynjax.RESULTS.nonfinite_state
+    assert sol.result == dynjax.RESULTS.map_escaped
     assert not np.isfinite(np.asarray(sol.xs[-1])).all()
 
 

@@ -37,8 +37,9 @@ def test_scan_equals_lax_scan(length):
 
 
 def test_scan_without_xs_and_nesting_happens():
-    # No inputs, 24-byte outputs: chunks of 21 iterations, so 100 iterations are
-    # 4 chunks and a remainder of 16 (the nesting is exercised, not bypassed).
+    # No inputs, 24-byte outputs: chunks of 16 iterations (the largest power of
+    # two within 512 bytes), so 100 iterations are 6 chunks and a remainder of 4
+    # (the nesting is exercised, not bypassed).
     def body(c, _):
         c = jnp.sin(c) + 1.0
         return c, c
@@ -49,4 +50,24 @@ def test_scan_without_xs_and_nesting_happens():
     np.testing.assert_array_equal(np.asarray(expected[1]), np.asarray(got[1]))
     np.testing.assert_array_equal(np.asarray(expected[0]), np.asarray(got[0]))
     jaxpr = jax.make_jaxpr(lambda c: scan(body, c, None, length=100))(init)
-    assert "scan" in str(jaxpr) and str(jaxpr).count("length=21") == 1
+    assert "scan" in str(jaxpr) and str(jaxpr).count("length=16") == 1
+    assert str(jaxpr).count("length=6") == 1 and str(jaxpr).count("length=4") == 1
+
+
+def test_scan_prefix_counts_only_the_first_n():
+    # Only the first n rows count: the state after n iterations is the input of
+    # row n (a running sum), whatever extra iterations ran past it.
+    from dynjax._scan import scan_prefix
+
+    def body(c, x):
+        return c + x, c
+
+    xs = jnp.arange(64.0)
+    for n in (1, 5, 16, 17, 64):
+        carry, ys, n_run = jax.jit(lambda n: scan_prefix(body, 0.0, xs, n))(
+            jnp.int32(n)
+        )
+        np.testing.assert_array_equal(ys[:n], np.cumsum(np.arange(64.0))[:n] - xs[:n])
+        # the carry ran n_run >= n rows (whole chunks): the sum of the first n_run
+        assert n <= int(n_run) < n + 64
+        assert float(carry) == float(np.sum(np.arange(int(n_run))))

@@ -368,11 +368,11 @@ def find_equilibria(
     system, _, args = conform(
         system, guesses[0], verb="find_equilibria", args=args, t=t, name="guesses[0]"
     )
-    guesses = eqx.error_if(
-        guesses,
-        jnp.any(~jnp.isfinite(guesses)),
-        "`guesses` contain non-finite values (NaN or inf); pass finite guesses.",
-    )
+    message = "`guesses` contain non-finite values (NaN or inf); pass finite guesses."
+    if isinstance(guesses, jax.core.Tracer):
+        guesses = eqx.error_if(guesses, jnp.any(~jnp.isfinite(guesses)), message)
+    elif not np.all(np.isfinite(np.asarray(guesses))):
+        raise ValueError(message)
     double = jnp.finfo(guesses.dtype).bits >= 64
     rtol = (1e-10 if double else 1e-4) if rtol is None else rtol
     atol = (1e-10 if double else 1e-4) if atol is None else atol

@@ -9,10 +9,10 @@ from jaxtyping import Array, Float, PRNGKeyArray, Shaped
 
 from .._custom_types import Args, Inputs, StateLike
 from .._misc import is_concrete
-from .._results import RESULTS
+from .._results import raise_if_failed, RESULTS
 from .._system import AbstractFlow, AbstractSystem
 from ._drive import run_fixed
-from ._spectrum import _layout, _prepare
+from ._spectrum import _conform, _layout, _prepare
 
 
 class CovariantLyapunovVectors(eqx.Module):
@@ -37,7 +37,7 @@ class CovariantLyapunovVectors(eqx.Module):
 
 
 @eqx.filter_jit
-def _clv(system, x0, args, inputs, key, dt, solver, counts, layout, n_samples, throw):
+def _clv(system, x0, args, inputs, key, dt, solver, counts, layout, n_samples):
     tangent, state0, dt, args, inputs = _prepare(
         system, x0, args, inputs, None, key, dt, solver, layout
     )
@@ -77,8 +77,6 @@ def _clv(system, x0, args, inputs, key, dt, solver, counts, layout, n_samples, t
     _, Cs = jax.lax.scan(back, jnp.eye(k, dtype=Qs.dtype), Rs, reverse=True)
     vectors = jnp.einsum("nij,njk->nik", Qs[:n_samples], Cs[:n_samples])
     exponents = cum[n_samples - 1] / times[n_samples - 1] / layout.log_base
-    if throw:
-        vectors = code.error_if(vectors, code != RESULTS.successful)
     return CovariantLyapunovVectors(
         vectors=vectors,
         xs=xs[:n_samples],
@@ -168,7 +166,9 @@ def covariant_lyapunov_vectors(
         fixed=True,
     )
     dt_arg = dt if (dt is not None and not is_concrete(dt)) else None
-    return _clv(
-        system, x0, args, inputs, key, dt_arg, solver, counts, layout, n_samples,
-        throw,
-    )  # fmt: skip
+    system, x0, args, inputs = _conform(system, x0, args, inputs, layout)
+    out = _clv(system, x0, args, inputs, key, dt_arg, solver, counts, layout, n_samples)
+    if throw:
+        vectors = raise_if_failed(out.result, out.vectors)
+        out = eqx.tree_at(lambda r: r.vectors, out, vectors)
+    return out

@@ -62,7 +62,7 @@ _FLOW_RTOL = 100.0
 # `P` wastes less (at most `P - 1` propagators, 0.35 ms for Lorenz on the
 # 2-core CPU of benchmarks/README.md) and a larger one loops less.
 _JACOBIAN_CHUNK_ELEMENTS = 2**20
-_JACOBIAN_MAX_P = 1024
+_JACOBIAN_MAX_P = 4096
 
 
 def collapse_rtol(tangent) -> float:

@@ -9,10 +9,10 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import Args, Inputs, StateLike
 from .._misc import is_concrete
-from .._results import RESULTS
+from .._results import raise_if_failed, RESULTS
 from .._system import AbstractFlow, AbstractSystem
 from ._drive import run_fixed
-from ._spectrum import _layout, _prepare, LyapunovState
+from ._spectrum import _conform, _layout, _prepare, LyapunovState
 
 
 class FiniteTimeLyapunov(eqx.Module):
@@ -39,9 +39,7 @@ class FiniteTimeLyapunov(eqx.Module):
 
 
 @eqx.filter_jit
-def _ftle(
-    system, x0, args, inputs, state, key, dt, solver, counts, layout, windows, throw
-):
+def _ftle(system, x0, args, inputs, state, key, dt, solver, counts, layout, windows):
     tangent, state0, dt, args, inputs = _prepare(
         system, x0, args, inputs, state, key, dt, solver, layout
     )
@@ -63,8 +61,6 @@ def _ftle(
     tau = dt * (blocks_per_window * layout.interval)
     sums = log_r.reshape(windows, blocks_per_window, -1).sum(axis=1)
     exponents = sums / tau / layout.log_base
-    if throw:
-        exponents = code.error_if(exponents, code != RESULTS.successful)
     times = state0.elapsed + dt * steps.astype(state0.elapsed.dtype)
     return FiniteTimeLyapunov(
         exponents=exponents,
@@ -183,7 +179,12 @@ def finite_time_lyapunov(
         fixed=True,
     )
     dt_arg = dt if (dt is not None and not is_concrete(dt)) else None
-    return _ftle(
+    system, x0, args, inputs = _conform(system, x0, args, inputs, layout)
+    out = _ftle(
         system, x0, args, inputs, state, key, dt_arg, solver, counts, layout,
-        n_windows, throw,
+        n_windows,
     )  # fmt: skip
+    if throw:
+        exponents = raise_if_failed(out.result, out.exponents)
+        out = eqx.tree_at(lambda r: r.exponents, out, exponents)
+    return out

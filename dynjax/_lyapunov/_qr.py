@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._scan import scan, scan_prefix
+from .._scan import scan
 
 
 # For tiny blocks a Gram-Schmidt written with elementwise products and explicit
@@ -207,13 +207,19 @@ def qr_chain(
     it and 1.0 to 1.6 ms without (the `lax.cond` makes XLA's CPU runtime
     schedule the loop body across threads).
 
-    `n_valid` (a traced int, default all `n`) runs only the first `n_valid`
-    steps (`scan_prefix`): the later rows of `diags` are then meaningless.
+    `n_valid` (a traced int, default all `n`) counts only the first `n_valid`
+    steps: the later propagators are replaced by the identity (so the final
+    `Q` is the one after step `n_valid`, up to rounding: a Gram-Schmidt pass of
+    an orthonormal `Q` returns it to about `eps`), and the later rows of
+    `diags` are meaningless. Cheaper than masking the loop (no select per step).
     `hold` (bool, shape `(n,)`) stops gradients through `Q` entering step `j`
     where `hold[j]` (a window start).
     """
     d = Q.shape[0]
     n = P.shape[0]
+    if n_valid is not None:
+        valid = jnp.arange(n) < n_valid
+        P = jnp.where(valid[:, None, None], P, jnp.eye(d, dtype=P.dtype))
 
     def chain(qr):
         if hold is None:
@@ -227,9 +233,7 @@ def qr_chain(
                 return qr(small_matmul(P_j, Q))
 
             xs = (P, hold)
-        if n_valid is None:
-            return scan(body, Q, xs)
-        return scan_prefix(body, Q, xs, n_valid)
+        return scan(body, Q, xs)
 
     if d > _SMALL:
 

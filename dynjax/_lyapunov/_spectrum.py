@@ -20,9 +20,10 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 
 from .._custom_types import Args, Inputs, State, StateLike, Tangents
 from .._misc import check_inputs, input_at, is_concrete
-from .._results import RESULTS
+from .._results import raise_if_failed, RESULTS
 from .._system import AbstractDrivenMap, AbstractFlow, AbstractSystem
-from .._system._checks import check_state, conform
+from .._system._checks import check_state, conform, evolution_spec
+from .._system._jacobian import check_reverse_differentiable, differentiation_mode
 from ._drive import row_ends, row_steps, run_dynamic, run_fixed
 from ._fuse import merge_default
 from ._qr import qr_positive
@@ -343,6 +344,18 @@ def _layout(
     n_steps = _check_int("n_steps", n_steps, 1)
     kinds = _tracer_kinds((system, x0, args, dt, state, key, inputs))
     differentiated = bool(kinds & {"forward", "reverse"})
+    if "reverse" in kinds:
+        # `jax.grad` cannot go through a `lax.while_loop` in the system: say so
+        # here, naming the loop, rather than in JAX's transpose machinery.
+        x_spec = jax.ShapeDtypeStruct((d,), jnp.result_type(x0))
+        u_spec = None
+        if is_driven:
+            u_spec = jax.tree.map(
+                lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype),
+                check_inputs(inputs)[0],
+            )
+        _, fn = evolution_spec(system, x_spec, u=u_spec, args=args)
+        check_reverse_differentiable(fn, x_spec, f"dynjax.{verb}")
     if method is None:
         # Measured on CPU (benchmarks/lyapunov.py, 1e5 steps): Lorenz with QR
         # every 10 steps, 3.4x to 4x faster with the Jacobian method (k = 3);
@@ -386,19 +399,31 @@ def _layout(
     return layout, counts, dynamic
 
 
-def _prepare(system, x0, args, inputs, state, key, dt, solver, layout):
-    """Inside `jit`: conform the system, build the tangent system, the step size
-    and the initial state."""
+def _conform(system, x0, args, inputs, layout):
+    """Outside `jit`: the entry check of every verb (`conform`), so that the
+    compiled program holds no run-time check of the inputs."""
     if layout.is_driven:
         inputs, _ = check_inputs(inputs)
-    system, x0, args = conform(
-        system,
-        x0,
-        verb=layout.verb,
-        args=args,
-        u=input_at(inputs, 0) if layout.is_driven else None,
-    )
-    tangent = tangent_system(system, solver, layout.merge)
+    u0 = input_at(inputs, 0) if layout.is_driven else None
+    system, x0, args = conform(system, x0, verb=layout.verb, args=args, u=u0)
+    return system, x0, args, inputs
+
+
+def _throw(result):
+    """`throw=True`: raise on failure, outside the compiled program."""
+    exponents = raise_if_failed(result.result, result.exponents)
+    return eqx.tree_at(lambda r: r.exponents, result, exponents)
+
+
+def _prepare(system, x0, args, inputs, state, key, dt, solver, layout):
+    """Inside `jit`: build the tangent system, the step size and the initial
+    state (the inputs were conformed by `_conform`)."""
+    u0 = input_at(inputs, 0) if layout.is_driven else None
+    # Forward-mode tangents unless the system cannot be forward-differentiated
+    # (a `jax.custom_vjp` inside): then reverse mode; neither raises one error.
+    _, fn = evolution_spec(system, x0, u=u0, args=args)
+    mode = differentiation_mode(fn, x0, what=f"dynjax.{layout.verb}")
+    tangent = tangent_system(system, solver, layout.merge, mode)
     if layout.is_flow:
         time0 = jnp.zeros((), x0.dtype)
         if layout.dt_value is not None:
@@ -426,14 +451,12 @@ def _prepare(system, x0, args, inputs, state, key, dt, solver, layout):
     return tangent, state, dt, args, inputs
 
 
-def _finish(state, row_sums, row_steps_, elapsed0, dt, code, stats, layout, throw):
+def _finish(state, row_sums, row_steps_, elapsed0, dt, code, stats, layout):
     times = elapsed0 + dt * row_steps_.astype(row_sums.dtype)
     history = row_sums / times[:, None] / layout.log_base
     order = jnp.argsort(-history[-1])
     history = history[:, order]
     exponents = history[-1]
-    if throw:
-        exponents = code.error_if(exponents, code != RESULTS.successful)
     return LyapunovResult(
         exponents=exponents,
         history=history,
@@ -458,9 +481,7 @@ def _as_counts(counts):
 
 
 @eqx.filter_jit
-def _spectrum_dynamic(
-    system, x0, args, inputs, state, key, dt, solver, counts, layout, throw
-):
+def _spectrum_dynamic(system, x0, args, inputs, state, key, dt, solver, counts, layout):
     tangent, state0, dt, args, inputs = _prepare(
         system, x0, args, inputs, state, key, dt, solver, layout
     )
@@ -483,15 +504,11 @@ def _spectrum_dynamic(
     ends = row_ends(n_acc, layout.n_history)
     steps = row_steps(ends, counts["full"], counts["rem"], layout.interval)
     stats = _stats(counts, layout.interval)
-    return _finish(
-        state1, row_sums, steps, state0.elapsed, dt, code, stats, layout, throw
-    )
+    return _finish(state1, row_sums, steps, state0.elapsed, dt, code, stats, layout)
 
 
 @eqx.filter_jit
-def _spectrum_fixed(
-    system, x0, args, inputs, state, key, dt, solver, counts, layout, throw
-):
+def _spectrum_fixed(system, x0, args, inputs, state, key, dt, solver, counts, layout):
     tangent, state0, dt, args, inputs = _prepare(
         system, x0, args, inputs, state, key, dt, solver, layout
     )
@@ -513,7 +530,7 @@ def _spectrum_fixed(
     rows = row_ends(int(n_acc), layout.n_history) - 1
     stats = _stats(counts, layout.interval)
     return _finish(
-        state1, cum[rows], steps[rows], state0.elapsed, dt, code, stats, layout, throw
+        state1, cum[rows], steps[rows], state0.elapsed, dt, code, stats, layout
     )
 
 
@@ -591,9 +608,7 @@ def _run_chunked(system, x0, args, inputs, state, key, dt, solver, layout, count
         ends = row_ends(jnp.int32(n_acc_total), layout.n_history)
         steps = row_steps(ends, n_full, rem, interval)
         sums, steps = row_sums[last], steps[last]
-        return _finish_jit(
-            state, sums, steps, elapsed0, dt_out, code, stats, layout, False
-        )
+        return _finish_jit(state, sums, steps, elapsed0, dt_out, code, stats, layout)
 
     dt_out = layout.dt_value if layout.is_flow and layout.dt_value else 1
     if layout.is_flow and layout.dt_value is None:
@@ -631,13 +646,7 @@ def _run_chunked(system, x0, args, inputs, state, key, dt, solver, layout, count
     finally:
         bar.close()
     out = partial_result()
-    if throw:
-        out = eqx.tree_at(
-            lambda r: r.exponents,
-            out,
-            code.error_if(out.exponents, code != RESULTS.successful),
-        )
-    return out
+    return _throw(out) if throw else out
 
 
 def lyapunov_spectrum(
@@ -803,6 +812,7 @@ def lyapunov_spectrum(
         dt_arg = dt
     else:
         dt_arg = None
+    system, x0, args, inputs = _conform(system, x0, args, inputs, layout)
     if progress:
         if not dynamic or _tracer_kinds((system, x0, args, state)):
             raise ValueError(
@@ -814,13 +824,15 @@ def lyapunov_spectrum(
             throw, progress,
         )  # fmt: skip
     if dynamic:
-        return _spectrum_dynamic(
+        result = _spectrum_dynamic(
             system, x0, args, inputs, state, key, dt_arg, solver,
-            _as_counts(counts), layout, throw,
+            _as_counts(counts), layout,
         )  # fmt: skip
-    return _spectrum_fixed(
-        system, x0, args, inputs, state, key, dt_arg, solver, counts, layout, throw
-    )
+    else:
+        result = _spectrum_fixed(
+            system, x0, args, inputs, state, key, dt_arg, solver, counts, layout
+        )
+    return _throw(result) if throw else result
 
 
 def max_lyapunov(system: AbstractSystem, x0: StateLike, **kwargs) -> LyapunovResult:

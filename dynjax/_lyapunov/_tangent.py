@@ -25,21 +25,27 @@ from .._custom_types import State, Tangents
 from .._misc import input_at
 from .._scan import scan, scan_prefix
 from .._system import AbstractDrivenMap, AbstractFlow, AbstractMap, AbstractSystem
+from .._system._jacobian import tangent_columns
 from .._vmap_last import Unsupported, vmap_last
 from ._fuse import fused_call, merge_default
 
 
 def jvp_columns(
-    fn, x: State, V: Tangents, merge: bool | None = None
+    fn, x: State, V: Tangents, merge: bool | None = None, mode: str = "forward"
 ) -> tuple[State, Tangents]:
-    """`fn(x)` and `Dfn(x) @ V` without forming `Dfn(x)`.
+    """`fn(x)` and `Dfn(x) @ V`.
 
-    `jax.jvp` is vmapped over the columns of `V` with the primal unbatched, so the
-    primal is evaluated once. A matrix product that the primal and the tangents
-    both apply to the same matrix (a network's `J @ tanh(h)` and
-    `J @ (sech^2(h) V)`) is evaluated as one product that reads the matrix once
-    (`fused_call`).
+    Forward mode (the default): `jax.jvp` vmapped over the columns of `V` with
+    the primal unbatched, so the primal is evaluated once and `Dfn(x)` is never
+    formed. A matrix product that the primal and the tangents both apply to the
+    same matrix (a network's `J @ tanh(h)` and `J @ (sech^2(h) V)`) is evaluated
+    as one product that reads the matrix once (`fused_call`). `mode="reverse"`
+    (for a system that forward mode cannot go through, e.g. one calling a
+    `jax.custom_vjp` function) forms `Dfn(x)` by reverse mode
+    (`dynjax._system._jacobian.tangent_columns`).
     """
+    if mode == "reverse":
+        return tangent_columns(fn, x, V, "reverse")
     columns = jax.vmap(lambda v: jax.jvp(fn, (x,), (v,)), in_axes=1, out_axes=(None, 1))
     if merge is None:
         merge = merge_default()
@@ -47,7 +53,13 @@ def jvp_columns(
 
 
 class AbstractTangentSystem(eqx.Module):
-    """A system plus its linearization, one step at a time."""
+    """A system plus its linearization, one step at a time.
+
+    `mode` is `"forward"` (tangents by `jax.jvp`) or `"reverse"` (the Jacobian
+    by `jax.vjp`, for systems that forward mode cannot go through).
+    """
+
+    mode: eqx.AbstractVar[str]
 
     @abc.abstractmethod
     def step(self, time, x, u, dt, args):
@@ -68,6 +80,7 @@ class TangentFlow(AbstractTangentSystem):
     flow: AbstractFlow
     solver: dfx.AbstractSolver | None
     merge: bool = eqx.field(static=True, default=False)
+    mode: str = eqx.field(static=True, default="forward")
 
     def next_time(self, time, dt):
         return time + dt
@@ -76,7 +89,7 @@ class TangentFlow(AbstractTangentSystem):
         return self.flow.vector_field(t, x, args)
 
     def _fV(self, t, x, V, args):
-        return jvp_columns(lambda y: self._f(t, y, args), x, V, self.merge)
+        return jvp_columns(lambda y: self._f(t, y, args), x, V, self.merge, self.mode)
 
     def step(self, time, x, u, dt, args):
         del u
@@ -135,6 +148,7 @@ class TangentMap(AbstractTangentSystem):
 
     map: AbstractMap
     merge: bool = eqx.field(static=True, default=False)
+    mode: str = eqx.field(static=True, default="forward")
 
     def next_time(self, time, dt):
         return time + 1
@@ -143,7 +157,9 @@ class TangentMap(AbstractTangentSystem):
         return self.map.step(time, x, args)
 
     def tangent_step(self, time, x, V, u, dt, args):
-        return jvp_columns(lambda z: self.map.step(time, z, args), x, V, self.merge)
+        return jvp_columns(
+            lambda z: self.map.step(time, z, args), x, V, self.merge, self.mode
+        )
 
 
 class TangentDrivenMap(AbstractTangentSystem):
@@ -151,6 +167,7 @@ class TangentDrivenMap(AbstractTangentSystem):
 
     map: AbstractDrivenMap
     merge: bool = eqx.field(static=True, default=False)
+    mode: str = eqx.field(static=True, default="forward")
 
     def next_time(self, time, dt):
         return time + 1
@@ -159,23 +176,29 @@ class TangentDrivenMap(AbstractTangentSystem):
         return self.map.step(x, u, args)
 
     def tangent_step(self, time, x, V, u, dt, args):
-        return jvp_columns(lambda z: self.map.step(z, u, args), x, V, self.merge)
+        return jvp_columns(
+            lambda z: self.map.step(z, u, args), x, V, self.merge, self.mode
+        )
 
 
 def tangent_system(
-    system: AbstractSystem, solver: dfx.AbstractSolver | None, merge: bool
+    system: AbstractSystem,
+    solver: dfx.AbstractSolver | None,
+    merge: bool,
+    mode: str = "forward",
 ) -> AbstractTangentSystem:
     """Wrap a system in its tangent dynamics (`solver` only for flows).
 
-    Whether shared matrix products are merged (`fused_call`) is a static field,
-    so that it is part of every compilation cache key.
+    Whether shared matrix products are merged (`fused_call`) and whether
+    tangents are formed in forward or reverse mode are static fields, so that
+    they are part of every compilation cache key.
     """
     if isinstance(system, AbstractFlow):
-        return TangentFlow(system, solver, merge)
+        return TangentFlow(system, solver, merge, mode)
     if isinstance(system, AbstractMap):
-        return TangentMap(system, merge)
+        return TangentMap(system, merge, mode)
     if isinstance(system, AbstractDrivenMap):
-        return TangentDrivenMap(system, merge)
+        return TangentDrivenMap(system, merge, mode)
     raise ValueError(
         f"`system` must be a dynjax flow, map or driven map, got {type(system)}."
     )
@@ -248,8 +271,10 @@ def block_starts(
     `(time, x)` and the `(time, x)` at the start of every block. This is the only
     sequential part of the Jacobian method, and the cheapest: no tangents.
     `hold` (bool, `(n_blocks,)`) stops gradients through the state at the
-    flagged block starts; with `n_valid` (traced) only the first `n_valid`
-    blocks run (`scan_prefix`), and later rows hold the final `(time, x)`.
+    flagged block starts. With `n_valid` (traced) only the first `n_valid`
+    blocks count (`scan_prefix`: a few more may run): the returned `(time, x)`
+    is the state after exactly `n_valid` blocks, and rows from `n_valid` on are
+    not meaningful.
     """
 
     def body(carry, xs):
@@ -261,14 +286,19 @@ def block_starts(
 
     if n_valid is None:
         return scan(body, (time, x), (us, hold), length=n_blocks)
-    flags = jnp.zeros((n_blocks,), bool) if hold is None else hold
     if hold is None:
-
-        def body_no_hold(carry, xs):
-            return body(carry, (xs[0], None))
-
-        return scan_prefix(body_no_hold, (time, x), (us, flags), n_valid)
-    return scan_prefix(body, (time, x), (us, flags), n_valid)
+        flags = jnp.zeros((n_blocks,), bool)  # a leaf to scan over
+        carry, (ts, xs), n_run = scan_prefix(
+            lambda c, xs: body(c, (xs[0], None)), (time, x), (us, flags), n_valid
+        )
+    else:
+        carry, (ts, xs), n_run = scan_prefix(body, (time, x), (us, hold), n_valid)
+    # The state after exactly `n_valid` blocks: the start of block `n_valid`,
+    # or the carry if no block ran past it.
+    last = jnp.minimum(n_valid, n_blocks - 1)
+    short = n_valid < n_run
+    end = (jnp.where(short, ts[last], carry[0]), jnp.where(short, xs[last], carry[1]))
+    return end, (ts, xs)
 
 
 def block_propagators(
@@ -290,7 +320,8 @@ def block_propagators(
     """
 
     d = xs.shape[1]
-    if d <= _BATCH_LAST_MAX_D and jax.default_backend() == "cpu":
+    reverse = tangent.mode == "reverse"
+    if d <= _BATCH_LAST_MAX_D and jax.default_backend() == "cpu" and not reverse:
         try:
             return _propagators_batch_last(tangent, times, xs, us, interval, dt, args)
         except Unsupported:
@@ -303,7 +334,7 @@ def block_propagators(
             eye = jnp.eye(x.shape[0], dtype=x.dtype)
             return tangent_block(tangent, t, x, eye, u, interval, dt, args)[2]
         step = lambda y: state_block(tangent, t, y, u, interval, dt, args)[1]  # noqa: E731
-        return jax.jacfwd(step)(x)
+        return (jax.jacrev if reverse else jax.jacfwd)(step)(x)
 
     return jax.vmap(one)(times, xs, us)
 

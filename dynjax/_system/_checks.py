@@ -85,8 +85,9 @@ def check_state(x0, d: int | None, name: str = "x0"):
     """Validate a state: structure at trace time, finiteness at run time.
 
     Returns `x0` as a 1-D inexact array (integers become the default float).
-    Raises `ValueError` for a wrong shape; a non-finite value raises
-    `EquinoxRuntimeError` when the computation runs.
+    Raises `ValueError` for a wrong shape or, for a concrete state, a non-finite
+    value; under a trace a non-finite value raises `EquinoxRuntimeError` when
+    the computation runs.
     """
     x0 = jnp.asarray(x0)
     if not jnp.issubdtype(x0.dtype, jnp.inexact):
@@ -102,11 +103,14 @@ def check_state(x0, d: int | None, name: str = "x0"):
             f"`{name}` has dimension {x0.shape[0]} but the system has dimension d={d}. "
             f"Pass a state of shape ({d},)."
         )
-    x0 = eqx.error_if(
-        x0,
-        jnp.any(~jnp.isfinite(x0)),
-        f"`{name}` contains non-finite values (NaN or inf); pass a finite state.",
-    )
+    message = f"`{name}` contains non-finite values (NaN or inf); pass a finite state."
+    if isinstance(x0, jax.core.Tracer):
+        return eqx.error_if(x0, jnp.any(~jnp.isfinite(x0)), message)
+    # A concrete state is checked here, so that no run-time check (a host
+    # callback, which keeps a program out of JAX's persistent compilation cache)
+    # is compiled into the verb.
+    if not np.all(np.isfinite(np.asarray(x0))):
+        raise ValueError(message)
     return x0
 
 
