@@ -11,8 +11,9 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, PyTree
 
 State = Float[Array, " d"]
 StateLike = Float[ArrayLike, " d"]
-Input = Float[Array, " m"]
-Inputs = Float[ArrayLike, "T m"]
+# A driven map's input: any pytree; `Inputs` has a leading time axis on every leaf.
+Input = PyTree[Any]
+Inputs = PyTree[Any]
 Tangents = Float[Array, "d k"]
 Args = PyTree[Any]
 Params = PyTree[Any]

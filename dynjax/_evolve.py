@@ -174,7 +174,8 @@ def trajectory(
     - `dt0`: initial (or, with a constant step size, fixed) step size.
     - `solver`, `stepsize_controller`, `max_steps`, `adjoint`: passed to diffrax.
     - `n_steps`, `n0`: number of iterations and starting index (maps).
-    - `inputs`: the input sequence of shape `(T, m)` (driven maps).
+    - `inputs`: the input sequence (driven maps): a pytree of arrays whose
+        leading axis is time (`(T, m)`, `(T,)`, a dict of such arrays).
     - `args`: run-time arguments passed to the system.
     - `throw`: if `True`, a failure raises an error; otherwise it is reported in
         `Trajectory.result`.

@@ -706,13 +706,36 @@ def lyapunov_spectrum(
     ```
 
     **Gradients.** `jax.grad` of the exponents with respect to parameters (fields
-    of `system`, or `args`) works through the scan and the QR. For a non-chaotic
-    system (a stable fixed point or cycle) it is the derivative of the exponent.
-    For a chaotic system the derivative of a long-time average does not commute
-    with the limit: gradients through long runs grow like `exp(lambda_1 T)` and
-    are useless. Use instead gradients of finite-time exponents over short windows
-    (`dynjax.finite_time_lyapunov`), averaged over windows, as in gradient
-    flossing (Engelken 2023).
+    of `system`, or `args`) works through the scan and the QR. With the default
+    `gradient="after_warmup"` the state and tangent frame at the start of the
+    accumulation are held fixed (`lax.stop_gradient`): the result is the
+    derivative of the accumulated exponents from that start, not through the
+    transient and the warm-up, which for a chaotic system would grow like
+    `exp(lambda_1 t)`. For a non-chaotic system (a stable fixed point or cycle)
+    it converges to the derivative of the exponent like `1/T` (the start's
+    sensitivity relaxes along the accumulation); `gradient="full"`
+    differentiates through everything and gives it exactly. At a focus the two
+    leading exponents are a degenerate pair (equal for the flow, and the
+    finite-time estimates oscillate between them): only their sum is a smooth
+    function of the parameters. For a chaotic system the derivative of a
+    long-time average does not commute with the limit: gradients through long
+    runs grow like `exp(lambda_1 T)` and are useless. Use gradients of
+    finite-time exponents over short windows instead
+    (`dynjax.finite_time_lyapunov`, which holds each window's start fixed),
+    averaged over windows, as in gradient flossing (Engelken 2023). Under
+    differentiation the default method is `"matrix-free"`. A system with a
+    `lax.while_loop` (or a `fori_loop` with traced bounds) cannot be
+    differentiated in reverse mode: `jax.grad` raises a `ValueError` naming the
+    loop, and forward mode (`jax.jacfwd`) works. A system that calls a
+    `jax.custom_vjp` function is linearized in reverse mode automatically.
+
+    **Compilation.** An eager call passes the run lengths (`n_steps`,
+    `t_total`, `transient`, `tangent_warmup`) to the compiled program as
+    run-time values: a new length reuses the compiled program. Under an outer
+    `jit` or `grad` they are compile-time constants of the outer program.
+    The compiled program holds no host callbacks, so JAX's persistent
+    compilation cache (`jax.config.update("jax_compilation_cache_dir", ...)`)
+    keeps it across sessions.
 
     **Progress and interrupts.** `progress=True` (or a number of chunks) runs the
     accumulation as a sequence of compiled chunks and shows a tqdm bar between
@@ -740,7 +763,9 @@ def lyapunov_spectrum(
         1000; 0 for driven maps, whose transient consumes the first `inputs`).
     - `tangent_warmup`: QR blocks run but not accumulated, so the tangent block
         aligns with the leading Oseledets subspace (default 100; 0 for driven maps).
-    - `inputs`: the input sequence of a driven map, shape `(T, m)` with
+    - `inputs`: the input sequence of a driven map: any pytree of arrays whose
+        leading axis is time (as in `lax.scan`): `(T, m)` vectors, `(T,)` scalars
+        or integer token ids, `(T, p, q)` matrices, a dict of such arrays; with
         `T = transient + tangent_warmup * interval + n_steps`.
     - `args`: run-time arguments passed to the system.
     - `base`: `"e"` for nats (default) or a number, e.g. `2` for bits (the
@@ -762,14 +787,30 @@ def lyapunov_spectrum(
         - `None` (default): `"jacobian"` for `d <= 4` with `interval >= 4`
             (Lorenz: 3.4x to 4x faster on CPU), otherwise, and under `vmap`
             (where the batch already vectorizes the steps, and the propagators'
-            memory would grow with the batch), `"matrix-free"`.
+            memory would grow with the batch) or differentiation (where the
+            vectorized propagators do not pay), `"matrix-free"`.
+    - `gradient`: `"after_warmup"` (default) or `"full"`; see **Gradients**.
+    - `n_history`: the number of rows of `history` (default 1000).
     - `progress`: `True` or a number of chunks for a tqdm progress bar.
     - `throw`: if `True`, a failure raises an error; otherwise it is reported in
         `result.result` (and the exponents are then not meaningful).
 
     **Returns:**
 
-    A `dynjax.LyapunovResult`.
+    A `dynjax.LyapunovResult`. A map's direction that collapses within one step
+    (a singular Jacobian: a dead ReLU unit, a constant coordinate; or a
+    contraction below about `8 eps` relative to the direction's own length,
+    the most that float64 resolves per step) has exponent `-inf`.
+
+    **Raises:**
+
+    `ValueError` for inconsistent options (at call time); with `throw=True`,
+    `equinox.EquinoxRuntimeError` with the failure's message: a non-finite
+    state (`nonfinite_state`, `map_escaped`), a tangent overflow
+    (`nonfinite_tangent`, `nonfinite_tangent_map`) or a direction swamped by
+    rounding (`degenerate_tangent` for flows, where it means the interval is too
+    long; `degenerate_tangent_map` for maps re-orthonormalized less often than
+    every step).
 
     !!! Example
 

@@ -92,7 +92,10 @@ class AbstractDrivenMap(AbstractSystem):
 
     This is the shape of a recurrent neural network: `u_n` is the input at step
     `n`, of shape `(m,)`. Every verb that evolves a driven map takes the input
-    sequence as `inputs=` with shape `(T, m)`.
+    sequence as `inputs=`: any pytree of arrays whose leading axis is time, as
+    in `jax.lax.scan` (a `(T, m)` array of vectors, a `(T,)` array of scalars or
+    integer token ids, `(T, p, q)` matrices, a dict of such arrays); `u_n` is
+    the pytree with that axis removed.
     """
 
     @abc.abstractmethod
@@ -102,7 +105,8 @@ class AbstractDrivenMap(AbstractSystem):
         **Arguments:**
 
         - `x`: the state, of shape `(d,)`.
-        - `u`: the input at this step, of shape `(m,)`.
+        - `u`: the input at this step (one time slice of the input pytree, e.g.
+            shape `(m,)`).
         - `args`: optional run-time arguments, passed through by every verb.
 
         **Returns:**
