@@ -107,13 +107,18 @@ def finite_time_lyapunov(
     expansion rates (its mean over windows is the Lyapunov exponent); the
     variance decays like `1/tau` for hyperbolic chaos.
 
-    **Gradients.** Short windows keep `jax.grad` well behaved even for chaotic
-    systems: the derivative of an exponent over one window grows at most like
-    `exp(lambda_1 tau)`, not `exp(lambda_1 T)` for the whole run. Differentiating
-    the mean (or a penalty) of finite-time exponents over short windows is the
-    usable way to shape Lyapunov exponents by gradient descent, e.g. gradient
-    flossing (Engelken 2023), which pushes the leading finite-time exponents of
-    an RNN towards zero during training.
+    **Gradients.** By default (`gradient="per_window"`) each window's exponent
+    is differentiated with the window's start state and tangent frame held
+    fixed (`lax.stop_gradient`): `jax.grad` returns the mean over windows of
+    `d lambda^{(w)} / d theta` at fixed `(x_w, Q_w)`, which grows at most like
+    `exp(lambda_1 tau)`, not like `exp(lambda_1 T)` for the whole run (for
+    Lorenz, `jax.grad` of the mean leading exponent over 20 windows of 1 time
+    unit is of order 1; differentiated through the whole orbit it was -6.4e9).
+    This is what gradient flossing (Engelken 2023) differentiates: it pushes the
+    leading finite-time exponents of an RNN towards zero during training.
+    `gradient="after_warmup"` holds only the start of the first window, and
+    `gradient="full"` differentiates through the transient too (exact for
+    non-chaotic systems, useless for chaotic ones).
 
     **Arguments:**
 
@@ -121,6 +126,8 @@ def finite_time_lyapunov(
         `interval * dt`), a number of iterations for maps (a multiple of
         `interval`).
     - `n_windows`: the number of windows.
+    - `gradient`: `"per_window"` (default), `"after_warmup"` or `"full"`: what is
+        held fixed when differentiating (see **Gradients**).
     - All other arguments as for `dynjax.lyapunov_spectrum`. For a driven map,
         `inputs` must have `transient + tangent_warmup * interval + n_windows *
         tau` rows.
