@@ -321,3 +321,30 @@ def test_grad_through_while_loop_field_names_the_loop():
     np.testing.assert_allclose(jax.jacfwd(leading)(1.0), fd, rtol=1e-6)
     with pytest.raises(ValueError, match="cannot go through a `lax.while_loop`"):
         jax.grad(leading)(1.0)
+
+
+def test_custom_vjp_pendulum_equilibria_and_linearization():
+    # The damped pendulum theta'' = -sin(theta) - 0.3 theta' with its sine a
+    # `jax.custom_vjp` function: equilibria by Levenberg-Marquardt with
+    # reverse-mode Jacobians, linearization by `jax.jacrev`. Analytic: (0, 0) a
+    # stable focus with eigenvalues -0.15 +- i sqrt(1 - 0.15^2), (pi, 0) a saddle
+    # with eigenvalues -0.15 +- sqrt(1 + 0.15^2).
+    pendulum = dynjax.Flow(
+        lambda t, x, p: jnp.stack([x[1], -_vjp_sin(x[0]) - 0.3 * x[1]]), d=2
+    )
+    eq = dynjax.find_equilibria(pendulum, jnp.array([[0.2, 0.1], [2.9, 0.1]]))
+    np.testing.assert_allclose(eq.unique, [[0.0, 0.0], [np.pi, 0.0]], atol=1e-10)
+    focus = dynjax.linearize(pendulum, jnp.zeros(2))
+    np.testing.assert_allclose(
+        np.sort_complex(np.asarray(focus.eigenvalues)),
+        np.sort_complex(np.array([-0.15 - 1j * np.sqrt(1 - 0.0225),
+                                  -0.15 + 1j * np.sqrt(1 - 0.0225)])),
+        atol=1e-12,
+    )  # fmt: skip
+    saddle = dynjax.linearize(pendulum, jnp.array([np.pi, 0.0]))
+    assert saddle.stability_name == "saddle"
+    np.testing.assert_allclose(
+        np.sort(np.real(np.asarray(saddle.eigenvalues))),
+        [-0.15 - np.sqrt(1.0225), -0.15 + np.sqrt(1.0225)],
+        atol=1e-12,
+    )

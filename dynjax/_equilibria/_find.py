@@ -10,6 +10,7 @@ from .._custom_types import Args, RealScalarLike
 from .._results import raise_if_failed, RESULTS
 from .._system._checks import conform
 from .._system._coordinates import _periods_array, state_difference
+from .._system._jacobian import differentiation_mode
 from ._linearize import _evolution
 
 
@@ -126,11 +127,19 @@ def _find(
     dedup_tol,
     singular_tol,
     matrix_free,
+    mode,
 ):
     fn = _residual_fn(system, t, args, period)
+    # A system that forward mode cannot go through (a `jax.custom_vjp`) is
+    # solved by Levenberg-Marquardt with reverse-mode Jacobians (optimistix's
+    # Newton only linearizes in forward mode).
+    options = dict(jac="bwd") if mode == "reverse" else {}
+    jac = jax.jacrev if mode == "reverse" else jax.jacfwd
 
     def one(x0):
-        sol = optx.root_find(fn, solver, x0, max_steps=max_steps, throw=False)
+        sol = optx.root_find(
+            fn, solver, x0, max_steps=max_steps, throw=False, options=options
+        )
         x = sol.value
         r = fn(x, None)
         res = jnp.max(jnp.abs(r))
@@ -142,7 +151,7 @@ def _find(
         if matrix_free:
             singular = jnp.array(False)
         else:
-            J = jax.jacfwd(lambda y: fn(y, None))(jnp.where(jnp.isfinite(x), x, 0.0))
+            J = jac(lambda y: fn(y, None))(jnp.where(jnp.isfinite(x), x, 0.0))
             s = jnp.linalg.svd(J, compute_uv=False)
             singular = s[-1] <= singular_tol * jnp.maximum(s[0], 1.0)
         # Degeneracy is a property of a root: only a converged guess can have it.
@@ -379,13 +388,20 @@ def find_equilibria(
     matrix_free = linear_solver is not None and not isinstance(
         linear_solver, (lx.LU, lx.QR, lx.SVD, lx.AutoLinearSolver, lx.Cholesky)
     )
+    residual = _residual_fn(system, t, args, period)
+    mode = differentiation_mode(
+        lambda x: residual(x, None), guesses[0], what="dynjax.find_equilibria"
+    )
     if solver is None:
         lin = (
             lx.AutoLinearSolver(well_posed=None)
             if linear_solver is None
             else linear_solver
         )
-        solver = optx.Newton(rtol=rtol, atol=atol, linear_solver=lin)
+        if mode == "reverse":
+            solver = optx.LevenbergMarquardt(rtol=rtol, atol=atol, linear_solver=lin)
+        else:
+            solver = optx.Newton(rtol=rtol, atol=atol, linear_solver=lin)
     elif linear_solver is not None:
         raise ValueError("Pass either `solver` or `linear_solver`, not both.")
     eq = _find(
@@ -399,6 +415,7 @@ def find_equilibria(
         dedup_tol,
         singular_tol,
         matrix_free,
+        mode,
     )
     if throw:
         points = raise_if_failed(

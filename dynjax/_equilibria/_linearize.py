@@ -7,6 +7,7 @@ from jaxtyping import Array, Bool, Complex, Float, Int
 from .._custom_types import Args, RealScalarLike, StateLike
 from .._system import AbstractDrivenMap, AbstractFlow, AbstractMap, AbstractSystem
 from .._system._checks import check_state, conform
+from .._system._jacobian import dense_jacobian
 
 
 class Stability(eqx.Enumeration):
@@ -131,7 +132,7 @@ def _evolution(system: AbstractSystem, t, args, period: int):
 @eqx.filter_jit
 def _linearize(system, x_star, t, args, period, tol):
     f, is_map = _evolution(system, t, args, period)
-    J = jax.jacfwd(f)(x_star)
+    J = dense_jacobian(f, x_star, "dynjax.linearize")
     eigenvalues, eigenvectors = jnp.linalg.eig(J)
     order = jnp.argsort(-_growth(eigenvalues, is_map), stable=True)
     eigenvalues = eigenvalues[order]
@@ -235,7 +236,7 @@ class MaxStableStep(eqx.Module):
 
 @eqx.filter_jit
 def _max_stable_step(flow, x_star, t, args, throw):
-    J = jax.jacfwd(lambda x: flow.vector_field(t, x, args))(x_star)
+    J = dense_jacobian(lambda x: flow.vector_field(t, x, args), x_star)
     lam = jnp.linalg.eigvals(J)
     re = jnp.real(lam)
     # |1 + h lambda|^2 < 1  <=>  h (2 Re lambda + h |lambda|^2) < 0  <=>
@@ -379,7 +380,7 @@ class LinearModes(eqx.Module):
 def _linear_matrix(system, x_star, args):
     if not isinstance(system, AbstractFlow):
         raise ValueError("Linear modes are defined for flows `dx/dt = A x`.")
-    return jax.jacfwd(lambda x: system.vector_field(0.0, x, args))(x_star)
+    return dense_jacobian(lambda x: system.vector_field(0.0, x, args), x_star)
 
 
 @eqx.filter_jit

@@ -12,6 +12,7 @@ from .._custom_types import Args, RealScalarLike, StateLike
 from .._results import RESULTS
 from .._system import AbstractFlow, AbstractMap
 from .._system._checks import conform
+from .._system._jacobian import dense_jacobian
 
 
 class Manifold(eqx.Module):
@@ -47,7 +48,7 @@ class Manifold(eqx.Module):
 
 def _direction(flow, x_star, unstable, args):
     """The real eigenvalue and unit eigenvector spanning the 1-D manifold."""
-    J = jax.jacfwd(lambda x: flow.vector_field(0.0, x, args))(x_star)
+    J = dense_jacobian(lambda x: flow.vector_field(0.0, x, args), x_star)
     lam, V = jnp.linalg.eig(J)
     re = jnp.real(lam)
     mask = jnp.where(unstable, re > 0, re < 0)

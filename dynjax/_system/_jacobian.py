@@ -493,6 +493,13 @@ def check_reverse_differentiable(fn: Callable, x: PyTree, what: str) -> None:
     )
 
 
+def dense_jacobian(fn: Callable, x, what: str = "dynjax"):
+    """The dense Jacobian of `fn` at `x`: `jax.jacfwd`, or `jax.jacrev` where
+    forward mode cannot go through `fn` (`differentiation_mode`)."""
+    mode = differentiation_mode(fn, x, None, what=what)
+    return (jax.jacrev if mode == "reverse" else jax.jacfwd)(fn)(x)
+
+
 def jacobian(
     system: AbstractSystem,
     x: StateLike,
