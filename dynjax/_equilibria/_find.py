@@ -127,12 +127,27 @@ def _find(
     dedup_tol,
     singular_tol,
     matrix_free,
-    mode,
+    linear_solver,
+    rtol,
+    atol,
 ):
     fn = _residual_fn(system, t, args, period)
     # A system that forward mode cannot go through (a `jax.custom_vjp`) is
     # solved by Levenberg-Marquardt with reverse-mode Jacobians (optimistix's
-    # Newton only linearizes in forward mode).
+    # Newton only linearizes in forward mode). Decided here, at trace time.
+    mode = differentiation_mode(
+        lambda x: fn(x, None), guesses[0], what="dynjax.find_equilibria"
+    )
+    if solver is None:
+        lin = (
+            lx.AutoLinearSolver(well_posed=None)
+            if linear_solver is None
+            else linear_solver
+        )
+        if mode == "reverse":
+            solver = optx.LevenbergMarquardt(rtol=rtol, atol=atol, linear_solver=lin)
+        else:
+            solver = optx.Newton(rtol=rtol, atol=atol, linear_solver=lin)
     options = dict(jac="bwd") if mode == "reverse" else {}
     jac = jax.jacrev if mode == "reverse" else jax.jacfwd
 
@@ -388,21 +403,7 @@ def find_equilibria(
     matrix_free = linear_solver is not None and not isinstance(
         linear_solver, (lx.LU, lx.QR, lx.SVD, lx.AutoLinearSolver, lx.Cholesky)
     )
-    residual = _residual_fn(system, t, args, period)
-    mode = differentiation_mode(
-        lambda x: residual(x, None), guesses[0], what="dynjax.find_equilibria"
-    )
-    if solver is None:
-        lin = (
-            lx.AutoLinearSolver(well_posed=None)
-            if linear_solver is None
-            else linear_solver
-        )
-        if mode == "reverse":
-            solver = optx.LevenbergMarquardt(rtol=rtol, atol=atol, linear_solver=lin)
-        else:
-            solver = optx.Newton(rtol=rtol, atol=atol, linear_solver=lin)
-    elif linear_solver is not None:
+    if solver is not None and linear_solver is not None:
         raise ValueError("Pass either `solver` or `linear_solver`, not both.")
     eq = _find(
         system,
@@ -415,7 +416,9 @@ def find_equilibria(
         dedup_tol,
         singular_tol,
         matrix_free,
-        mode,
+        linear_solver,
+        rtol,
+        atol,
     )
     if throw:
         points = raise_if_failed(
