@@ -12,7 +12,7 @@ from .._misc import is_concrete
 from .._results import raise_if_failed, RESULTS
 from .._system import AbstractFlow, AbstractSystem
 from ._drive import run_fixed
-from ._spectrum import _conform, _layout, _prepare
+from ._spectrum import _conform, _layout, _prepare, initial_frame
 
 
 class CovariantLyapunovVectors(eqx.Module):
@@ -167,6 +167,7 @@ def covariant_lyapunov_vectors(
     )
     dt_arg = dt if (dt is not None and not is_concrete(dt)) else None
     system, x0, args, inputs = _conform(system, x0, args, inputs, layout)
+    key = initial_frame(key, x0.shape[0], layout.k, x0.dtype)
     out = _clv(system, x0, args, inputs, key, dt_arg, solver, counts, layout, n_samples)
     if throw:
         vectors = raise_if_failed(out.result, out.vectors)

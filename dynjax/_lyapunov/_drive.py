@@ -39,7 +39,7 @@ import numpy as np
 from .._misc import input_slice
 from .._results import RESULTS
 from .._scan import scan
-from ._qr import COLLAPSE_RTOL, qr_chain, qr_positive, safe_log
+from ._qr import COLLAPSE_RTOL, householder, qr_chain, qr_positive, safe_log
 from ._tangent import (
     block_propagators,
     block_starts,
@@ -62,7 +62,7 @@ _FLOW_RTOL = 100.0
 # `P` wastes less (at most `P - 1` propagators, 0.35 ms for Lorenz on the
 # 2-core CPU of benchmarks/README.md) and a larger one loops less.
 _JACOBIAN_CHUNK_ELEMENTS = 2**20
-_JACOBIAN_MAX_P = 4096
+_JACOBIAN_MAX_P = 2048
 
 
 def collapse_rtol(tangent) -> float:
@@ -80,7 +80,7 @@ def chunk_blocks(d: int, n_max: int | None = None) -> int:
 
 
 def blocks_code(state_ok, diags, code, is_flow: bool, interval: int):
-    """Promote the first failing block's failure to the carried result code.
+    """Promote the blocks' failure (if any) to the carried result code.
 
     `state_ok` (shape `(n,)`) says whether the state is finite at the end of each
     block and `diags` (shape `(n, k)`) holds each block's `R_ii`, with `0` where
@@ -94,24 +94,18 @@ def blocks_code(state_ok, diags, code, is_flow: bool, interval: int):
       genuine collapse within one step (the exponent is `-inf`, not a failure);
       for a map with `interval > 1` undecidable (`degenerate_tangent_map`).
     """
-    bad_state = ~state_ok
-    bad_tangent = ~jnp.all(jnp.isfinite(diags), axis=1)
-    collapsed = jnp.any(diags == 0, axis=1)
-    if not is_flow and interval == 1:
-        collapsed = jnp.zeros_like(collapsed)
-    bad = bad_state | bad_tangent | collapsed
-    first = jnp.argmax(bad)
     R = RESULTS
     if is_flow:
         codes = (R.nonfinite_state, R.nonfinite_tangent, R.degenerate_tangent)
     else:
         codes = (R.map_escaped, R.nonfinite_tangent_map, R.degenerate_tangent_map)
-    new = R.where(
-        bad_state[first],
-        codes[0],
-        R.where(bad_tangent[first], codes[1], codes[2]),
-    )
-    new = R.where(jnp.any(bad), new, R.successful)
+    # The cause first: a non-finite state makes the tangents non-finite too, an
+    # overflowing tangent block may also have an underflowed (collapsed) column.
+    new = R.where(jnp.any(diags == 0), codes[2], R.successful)
+    if not is_flow and interval == 1:
+        new = R.successful
+    new = R.where(jnp.all(jnp.isfinite(diags)), new, codes[1])
+    new = R.where(jnp.all(state_ok), new, codes[0])
     return R.where(code == R.successful, new, code)
 
 
@@ -139,7 +133,8 @@ def row_ends(n_acc, n_rows: int):
 
 def row_steps(ends, n_full, rem, interval):
     """The accumulated steps at the end of each row (the last block may be short)."""
-    return jnp.minimum(ends, n_full) * interval + jnp.where(ends > n_full, rem, 0)
+    xp = np if isinstance(ends, np.ndarray) else jnp
+    return xp.minimum(ends, n_full) * interval + xp.where(ends > n_full, rem, 0)
 
 
 # --------------------------------------------------------------------------
@@ -174,7 +169,7 @@ def _blocks_fixed(
             time, x, W = tangent_block(
                 tangent, time, x, Q, us_block, interval, dt, args
             )
-            Q_next, R = qr_positive(W, rtol)
+            Q_next, R = qr_positive(W, rtol, complete=not is_flow)
             out = (jnp.all(jnp.isfinite(x)), jnp.diagonal(R))
             return (time, x, Q_next), (out, (*start, R) if store_qr else None)
 
@@ -353,20 +348,19 @@ def run_dynamic(
     *,
     interval: int,
     method: str,
-    n_rows: int,
+    ends,
     acc_offset,
-    n_acc_total,
     hold_first: bool,
     input_offset,
 ):
     """The run with traced lengths (see the module docstring).
 
     `counts` holds traced integers `transient`, `warmup`, `full`, `rem`. The
-    history rows are those of a run of `n_acc_total` accumulated blocks
-    (`row_ends`) of which this call does blocks `acc_offset + 1, ...,
-    acc_offset + n_acc` (a chunk of a progress-bar run); rows ending inside
-    this call are filled, the others are returned as `NaN`. A driven map's
-    inputs are read from step `input_offset` on.
+    history rows end after `ends[i]` accumulated blocks of the whole run
+    (`row_ends`, computed outside), of which this call does blocks
+    `acc_offset + 1, ..., acc_offset + n_acc` (a chunk of a progress-bar run);
+    rows ending inside this call are filled, the others are returned as `NaN`.
+    A driven map's inputs are read from step `input_offset` on.
 
     Returns `(state, row_sums, code)`: the state after the run, the running
     log-sums at the rows' ends (shape `(n_rows, k)`), and the result code.
@@ -382,10 +376,9 @@ def run_dynamic(
     n_acc = n_full + (rem > 0).astype(n_full.dtype)
     # Row `i` ends after `ends[i]` accumulated blocks of the whole run; in this
     # call's numbering (warm-up blocks first) that is block `g_end[i] - 1`.
-    ends = row_ends(n_acc_total, n_rows)
     g_end = ends - acc_offset + n_wu
     in_call = (ends > acc_offset) & (ends <= acc_offset + n_acc)
-    sums = jnp.full((n_rows, k), jnp.nan, x.dtype)
+    sums = jnp.full((ends.shape[0], k), jnp.nan, x.dtype)
 
     time, x = state_steps(tangent, time, x, inputs, input_offset, n_tr, dt, args)
     code = state_code(x, code, is_flow)
@@ -398,7 +391,7 @@ def run_dynamic(
         if hold_first:
             x, Q = _hold(x, n_full == 0), _hold(Q, n_full == 0)
         time, x, W = tangent_steps(tangent, time, x, Q, inputs, s0, rem, dt, args)
-        Q, R = qr_positive(W, rtol)
+        Q, R = householder(W, rtol)  # (cheaper to compile than Gram-Schmidt)
         diag = jnp.diagonal(R)
         code = blocks_code(
             jnp.all(jnp.isfinite(x))[None], diag[None], code, is_flow, interval
@@ -409,16 +402,17 @@ def run_dynamic(
 
     carry = (time, x, Q, log_sums, code, sums)
     if method == "matrix-free":
+        # The last, short block is one more block of the loop (length `rem`).
         carry = _matrix_free_rows(
             tangent, carry, dt, inputs, args, input_offset + n_tr, n_wu, n_blocks,
-            interval, g_end, in_call, hold_first, rtol, is_flow,
+            rem, interval, g_end, in_call, hold_first, rtol, is_flow,
         )  # fmt: skip
     else:
         carry = _jacobian_chunks(
             tangent, carry, dt, inputs, args, input_offset + n_tr, n_wu, n_blocks,
             interval, g_end, in_call, hold_first, rtol, is_flow,
         )  # fmt: skip
-    carry = jax.lax.cond(rem > 0, tail, lambda c: c, carry)
+        carry = jax.lax.cond(rem > 0, tail, lambda c: c, carry)
     time, x, Q, log_sums, code, sums = carry
     n_steps = n_full * interval + rem
     new_state = type(state)(
@@ -433,19 +427,22 @@ def run_dynamic(
 
 
 def _matrix_free_rows(
-    tangent, carry, dt, inputs, args, s_first, n_wu, n_blocks, interval,
+    tangent, carry, dt, inputs, args, s_first, n_wu, n_blocks, rem, interval,
     g_end, in_call, hold_first, rtol, is_flow,
 ):  # fmt: skip
-    """Blocks `0 .. n_blocks - 1` (warm-up first), row by row: a `scan` over the
-    history rows (nested on CPU), each a `while` loop over its blocks."""
+    """Blocks `0 .. n_blocks - 1` (warm-up first) and, if `rem > 0`, a last block
+    of `rem` steps, row by row: a `scan` over the history rows (nested on CPU),
+    each a `while` loop over its blocks."""
+    n_all = n_blocks + (rem > 0).astype(n_blocks.dtype)
 
     def block(b, carry):
         time, x, Q, log_sums, code = carry
         if hold_first:
             x, Q = _hold(x, b == n_wu), _hold(Q, b == n_wu)
         s0 = s_first + b * interval
-        time, x, W = tangent_steps(tangent, time, x, Q, inputs, s0, interval, dt, args)
-        Q, R = qr_positive(W, rtol)
+        length = jnp.where(b == n_blocks, rem, interval)
+        time, x, W = tangent_steps(tangent, time, x, Q, inputs, s0, length, dt, args)
+        Q, R = qr_positive(W, rtol, complete=not is_flow)
         diag = jnp.diagonal(R)
         code = blocks_code(
             jnp.all(jnp.isfinite(x))[None], diag[None], code, is_flow, interval
@@ -456,9 +453,9 @@ def _matrix_free_rows(
     # Row i covers this call's blocks [begin_i, end_i): rows ending outside the
     # call are empty, and the blocks after the last row ending in it (none, when
     # the call is the whole run) run in an extra final row.
-    ends = jnp.clip(jnp.where(in_call, g_end, 0), 0, n_blocks)
+    ends = jnp.clip(jnp.where(in_call, g_end, 0), 0, n_all)
     ends = jax.lax.cummax(ends)
-    ends = jnp.concatenate([ends, n_blocks[None]])
+    ends = jnp.concatenate([ends, n_all[None]])
     begins = jnp.concatenate([jnp.zeros((1,), ends.dtype), ends[:-1]])
     time, x, Q, log_sums, code, sums = carry
 
@@ -505,7 +502,9 @@ def _jacobian_chunks(
         diags_ok = jnp.where(valid[:, None], diags, 1.0)
         code = blocks_code(state_ok, diags_ok, code, is_flow, interval)
         logs = jnp.where((valid & (g >= n_wu))[:, None], safe_log(diags_ok), 0.0)
-        cum = log_sums + jnp.cumsum(logs, axis=0)
+        # (A scan, not `jnp.cumsum`: XLA compiles a cumulative sum on CPU as a
+        # reduce-window, 3x slower to compile and 2x slower to run.)
+        cum = jax.lax.scan(lambda c, row: (c + row, c + row), log_sums, logs)[1]
         idx = g_end - 1 - b0
         here = in_call & (idx >= 0) & (idx < n_valid)
         sums = jnp.where(here[:, None], cum[jnp.clip(idx, 0, P - 1)], sums)

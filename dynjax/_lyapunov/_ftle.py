@@ -12,7 +12,7 @@ from .._misc import is_concrete
 from .._results import raise_if_failed, RESULTS
 from .._system import AbstractFlow, AbstractSystem
 from ._drive import run_fixed
-from ._spectrum import _conform, _layout, _prepare, LyapunovState
+from ._spectrum import _conform, _layout, _prepare, initial_frame, LyapunovState
 
 
 class FiniteTimeLyapunov(eqx.Module):
@@ -187,6 +187,8 @@ def finite_time_lyapunov(
     )
     dt_arg = dt if (dt is not None and not is_concrete(dt)) else None
     system, x0, args, inputs = _conform(system, x0, args, inputs, layout)
+    if state is None:
+        key = initial_frame(key, x0.shape[0], layout.k, x0.dtype)
     out = _ftle(
         system, x0, args, inputs, state, key, dt_arg, solver, counts, layout,
         n_windows,

@@ -36,16 +36,18 @@ COLLAPSE_RTOL = 8.0
 
 
 def _completion(qs, d: int, dtype):
-    """A unit vector orthogonal to the unit vectors `qs`: the coordinate axis
-    farthest from their span, orthogonalized twice. (Vectorized, so that it
-    adds few operations to the unrolled tiny-block code.)"""
-    if not qs:
-        return jnp.zeros((d,), dtype).at[0].set(1)
-    Q = jnp.stack(qs, axis=1)
-    v = jax.nn.one_hot(jnp.argmin(jnp.sum(Q * Q, axis=1)), d, dtype=dtype)
+    """A unit vector orthogonal to the unit vectors `qs`.
+
+    A fixed generic vector (entries `frac(k phi)`, `phi` the golden ratio),
+    orthogonalized twice against `qs`: it lies in their span only on a set of
+    measure zero (then the result is not finite and the run reports a
+    non-finite tangent). Cheaper to compile than searching the coordinate axes.
+    """
+    golden = (1 + 5**0.5) / 2
+    v = jnp.asarray([0.5 + ((i + 1) * golden) % 1 for i in range(d)], dtype)
     for _ in range(2):
-        v = v - Q @ (Q.T @ v)
-    return v / jnp.sqrt(jnp.sum(v * v))
+        v = v - sum(_dot(q, v) * q for q in qs)
+    return v / jnp.sqrt(_dot(v, v))
 
 
 def _norm(v):
@@ -73,7 +75,7 @@ def _finish_column(v, norm, column_norm, qs, rtol):
     return q, jnp.where(collapsed, 0.0, norm)
 
 
-def _gram_schmidt(W, rtol=COLLAPSE_RTOL):
+def _gram_schmidt(W, rtol=COLLAPSE_RTOL, complete=True):
     # Classical Gram-Schmidt with one re-orthogonalization pass ("twice is
     # enough", Giraud et al. 2005): orthogonal to working precision, and made of
     # matrix-vector products that cost O(d k^2) in total.
@@ -96,14 +98,22 @@ def _gram_schmidt(W, rtol=COLLAPSE_RTOL):
                 else:
                     v = v - sum(c[i] * qs[i] for i in range(j))
                 r = r + c
-        q, norm = _finish_column(v, _norm(v), column_norm, qs, rtol)
+        if complete:
+            q, norm = _finish_column(v, _norm(v), column_norm, qs, rtol)
+        else:
+            # (collapsed: R_jj = 0 and a non-finite column, which the caller
+            # reports; cheaper to compile)
+            norm = _norm(v)
+            collapsed = norm <= rtol * jnp.finfo(v.dtype).eps * column_norm
+            norm = jnp.where(collapsed & jnp.isfinite(column_norm), 0.0, norm)
+            q = v / norm
         qs.append(q)
         cols.append(jnp.concatenate([r, norm[None], jnp.zeros((k - j - 1,), W.dtype)]))
     return jnp.stack(qs, axis=1), jnp.stack(cols, axis=1)
 
 
 def qr_positive(
-    W: Float[Array, "d k"], rtol: float = COLLAPSE_RTOL
+    W: Float[Array, "d k"], rtol: float = COLLAPSE_RTOL, complete: bool = True
 ) -> tuple[Float[Array, "d k"], Float[Array, "k k"]]:
     """Reduced QR factorization `W = Q R` with `R_ii >= 0`.
 
@@ -111,11 +121,23 @@ def qr_positive(
     covariant-vector backward pass and gradients rely on. A column that has
     collapsed onto the previous ones (its orthogonal part at most `rtol eps`
     times its norm) gets `R_jj = 0` exactly and a `Q` column orthogonal to the
-    previous ones, so `Q` is always orthonormal and finite.
+    previous ones, so `Q` is always orthonormal and finite. With
+    `complete=False` (for flows, whose collapse is an error anyway) a collapsed
+    column of a tiny block gets `R_jj = 0` and a non-finite `Q` column.
     """
     d, k = W.shape
     if d <= _SMALL or (d >= _TALL and k <= _GS_MAX_K):
-        return _gram_schmidt(W, rtol)
+        return _gram_schmidt(W, rtol, complete)
+    return householder(W, rtol)
+
+
+def householder(
+    W: Float[Array, "d k"], rtol: float = COLLAPSE_RTOL
+) -> tuple[Float[Array, "d k"], Float[Array, "k k"]]:
+    """`qr_positive` by LAPACK's Householder QR: backward stable whatever the
+    conditioning (no second pass needed), and cheap to compile; slower than the
+    unrolled Gram-Schmidt for tiny blocks (a custom call per factorization)."""
+    k = W.shape[1]
     Q, R = jnp.linalg.qr(W, mode="reduced")
     diag = jnp.abs(jnp.diagonal(R))
     column_norms = jnp.linalg.norm(W, axis=0)
@@ -195,17 +217,18 @@ def qr_chain(
     """The chain `P_j Q_{j-1} = Q_j R_j`: the final `Q` and every `diag(R_j)`.
 
     This is the sequential part of the Jacobian method. For tiny blocks
-    (`d <= 4`) each step is `qr_diag_small`, arranged so that the common case
-    pays for one Gram-Schmidt pass per step and no branch: the chain first runs
-    with one pass everywhere, and only if some step was ill-conditioned (its
-    `R_ii` span more than `1e4`, or are not finite) does it run again with
-    `qr_diag_small`'s per-step guard. Where every step is well conditioned the
-    guard takes its one-pass branch at every step, so both orders compute the
-    same thing (equal to rounding: XLA may contract multiply-adds differently in
-    the two loop bodies). The guard inside the loop is what costs: on the 2-core
-    CPU of `benchmarks/README.md` a chain of 10^4 3 x 3 steps took 6.7 ms with
-    it and 1.0 to 1.6 ms without (the `lax.cond` makes XLA's CPU runtime
-    schedule the loop body across threads).
+    (`d <= 4`) the common case pays for one modified Gram-Schmidt pass per step
+    and no branch: the chain first runs with one pass everywhere, and only if
+    some step was ill-conditioned (its `R_ii` span more than `1e4`, or are not
+    finite: a collapsed direction) does it run again with Householder QR
+    (`householder`: backward stable, orthogonal to working precision, and it
+    detects collapsed directions). Where every step is well conditioned one
+    pass of modified Gram-Schmidt is orthogonal to about `1e4 eps` (Bjorck
+    1967), and the two factorizations agree to rounding. A branch inside the
+    loop would cost: on the 2-core CPU of `benchmarks/README.md` a chain of 10^4
+    3 x 3 steps took 6.7 ms with a per-step `lax.cond` and 1.0 to 1.6 ms
+    without (the `lax.cond` makes XLA's CPU runtime schedule the loop body
+    across threads).
 
     `n_valid` (a traced int, default all `n`) counts only the first `n_valid`
     steps: the later propagators are replaced by the identity (so the final
@@ -247,9 +270,12 @@ def qr_chain(
     # (NaN compares false: a collapsed column's 0 / 0 also reruns.)
     lo = jnp.min(diags, axis=1) * _REORTHOGONALIZE
     well = jnp.all((lo > jnp.max(diags, axis=1)) | ~valid)
-    return jax.lax.cond(
-        well, lambda: (Q1, diags), lambda: chain(lambda W: qr_diag_small(W, rtol))
-    )
+
+    def guarded(W):
+        Q, R = householder(W, rtol)
+        return Q, jnp.diagonal(R)
+
+    return jax.lax.cond(well, lambda: (Q1, diags), lambda: chain(guarded))
 
 
 def small_matmul(A, B):

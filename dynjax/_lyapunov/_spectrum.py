@@ -26,7 +26,6 @@ from .._system._checks import check_state, conform, evolution_spec
 from .._system._jacobian import check_reverse_differentiable, differentiation_mode
 from ._drive import row_ends, row_steps, run_dynamic, run_fixed
 from ._fuse import merge_default
-from ._qr import qr_positive
 from ._tangent import tangent_system
 
 
@@ -106,12 +105,33 @@ _JACOBIAN_MIN_INTERVAL = 4
 _N_HISTORY = 1000
 
 
-def _fresh_state(x0, k: int, key, time0) -> LyapunovState:
-    d = x0.shape[0]
-    # A random orthonormal start: coordinate vectors can be invariant (e.g. for a
-    # diagonal linear system) and would then never align with the leading
-    # Oseledets directions.
-    Q0, _ = qr_positive(jr.normal(key, (d, k), dtype=x0.dtype))
+def initial_frame(key, d: int, k: int, dtype):
+    """The random orthonormal `(d, k)` tangent block a run starts from.
+
+    A random start: coordinate vectors can be invariant (e.g. for a diagonal
+    linear system) and would then never align with the leading Oseledets
+    directions. For a concrete key (or none: `key(0)`) it is drawn and
+    factorized in NumPy, outside the compiled program (no QR to compile);
+    under a trace the key is returned and `_fresh_state` draws it with JAX.
+    """
+    if key is None:
+        seed = np.zeros(1, np.uint64)
+    elif isinstance(key, jax.core.Tracer):
+        return key
+    else:
+        seed = np.asarray(jr.key_data(key)).ravel().astype(np.uint64)
+    rng = np.random.default_rng(seed)
+    Q, R = np.linalg.qr(rng.normal(size=(d, k)))
+    Q = Q * np.where(np.diagonal(R) < 0, -1.0, 1.0)[None, :]
+    return jnp.asarray(Q, dtype=dtype)
+
+
+def _fresh_state(x0, k: int, frame, time0) -> LyapunovState:
+    if jnp.issubdtype(frame.dtype, jax.dtypes.prng_key):
+        Q0, R = jnp.linalg.qr(jr.normal(frame, (x0.shape[0], k), dtype=x0.dtype))
+        Q0 = Q0 * jnp.where(jnp.diagonal(R) < 0, -1.0, 1.0).astype(x0.dtype)
+    else:
+        Q0 = frame.astype(x0.dtype)
     return LyapunovState(
         x=x0,
         Q=Q0,
@@ -435,7 +455,8 @@ def _prepare(system, x0, args, inputs, state, key, dt, solver, layout):
         time0 = jnp.zeros((), jnp.int32)
         dt = 1
     if state is None:
-        key = jr.key(0) if key is None else key
+        if key is None:
+            key = initial_frame(None, x0.shape[0], layout.k, x0.dtype)
         state = _fresh_state(x0, layout.k, key, time0)
     else:
         state = eqx.tree_at(
@@ -452,13 +473,27 @@ def _prepare(system, x0, args, inputs, state, key, dt, solver, layout):
 
 
 def _finish(state, row_sums, row_steps_, elapsed0, dt, code, stats, layout):
-    times = elapsed0 + dt * row_steps_.astype(row_sums.dtype)
+    """The result from the running log-sums at the history rows.
+
+    In NumPy when the values are concrete (an eager call: nothing to compile),
+    otherwise in JAX.
+    """
+    concrete = not any(
+        isinstance(leaf, jax.core.Tracer)
+        for leaf in jax.tree.leaves((row_sums, elapsed0, dt))
+    )
+    xp = np if concrete else jnp
+    row_sums = xp.asarray(row_sums)
+    times = elapsed0 + dt * xp.asarray(row_steps_).astype(row_sums.dtype)
     history = row_sums / times[:, None] / layout.log_base
-    order = jnp.argsort(-history[-1])
+    order = (
+        xp.argsort(-history[-1], stable=True) if concrete else jnp.argsort(-history[-1])
+    )
     history = history[:, order]
-    exponents = history[-1]
+    if concrete:
+        history, times = jnp.asarray(history), jnp.asarray(times)
     return LyapunovResult(
-        exponents=exponents,
+        exponents=history[-1],
         history=history,
         times=times,
         state=state,
@@ -481,11 +516,14 @@ def _as_counts(counts):
 
 
 @eqx.filter_jit
-def _spectrum_dynamic(system, x0, args, inputs, state, key, dt, solver, counts, layout):
+def _spectrum_dynamic(
+    system, x0, args, inputs, state, key, dt, solver, counts, ends, layout
+):
+    """The compiled part of an eager call: `(elapsed0, dt, state, row_sums,
+    code)`; `_finish` runs outside."""
     tangent, state0, dt, args, inputs = _prepare(
         system, x0, args, inputs, state, key, dt, solver, layout
     )
-    n_acc = counts["full"] + (counts["rem"] > 0).astype(jnp.int32)
     state1, row_sums, code = run_dynamic(
         tangent,
         state0,
@@ -495,16 +533,20 @@ def _spectrum_dynamic(system, x0, args, inputs, state, key, dt, solver, counts, 
         counts,
         interval=layout.interval,
         method=layout.method,
-        n_rows=layout.n_history,
+        ends=ends,
         acc_offset=jnp.zeros((), jnp.int32),
-        n_acc_total=n_acc,
         hold_first=layout.hold_every == 0,
         input_offset=jnp.zeros((), jnp.int32),
     )
-    ends = row_ends(n_acc, layout.n_history)
+    return state0.elapsed, jnp.asarray(dt, state0.elapsed.dtype), state1, row_sums, code
+
+
+def _row_schedule(counts, layout):
+    """The history rows' ends and accumulated steps (NumPy, outside `jit`)."""
+    n_acc = counts["full"] + (counts["rem"] > 0)
+    ends = row_ends(int(n_acc), layout.n_history)
     steps = row_steps(ends, counts["full"], counts["rem"], layout.interval)
-    stats = _stats(counts, layout.interval)
-    return _finish(state1, row_sums, steps, state0.elapsed, dt, code, stats, layout)
+    return ends.astype(np.int32), steps
 
 
 @eqx.filter_jit
@@ -535,12 +577,14 @@ def _spectrum_fixed(system, x0, args, inputs, state, key, dt, solver, counts, la
 
 
 @eqx.filter_jit
-def _piece(system, x0, args, inputs, state, key, dt, solver, counts, offsets, layout):
+def _piece(
+    system, x0, args, inputs, state, key, dt, solver, counts, ends, offsets, layout
+):
     """One compiled chunk of a progress-bar run (`run_dynamic`)."""
     tangent, state0, dt, args, inputs = _prepare(
         system, x0, args, inputs, state, key, dt, solver, layout
     )
-    return run_dynamic(
+    state1, row_sums, code = run_dynamic(
         tangent,
         state0,
         dt,
@@ -549,91 +593,81 @@ def _piece(system, x0, args, inputs, state, key, dt, solver, counts, offsets, la
         counts,
         interval=layout.interval,
         method=layout.method,
-        n_rows=layout.n_history,
+        ends=ends,
         acc_offset=offsets["acc"],
-        n_acc_total=offsets["n_acc_total"],
         hold_first=False,
         input_offset=offsets["input"],
     )
-
-
-_finish_jit = eqx.filter_jit(_finish)
+    return jnp.asarray(dt, state0.elapsed.dtype), state1, row_sums, code
 
 
 def _run_chunked(system, x0, args, inputs, state, key, dt, solver, layout, counts,
                  throw, progress) -> LyapunovResult:  # fmt: skip
+    """`progress=`: the run as compiled chunks (`_piece`, compiled once), a tqdm
+    bar between them. The history rows are those of one uninterrupted run."""
     from tqdm.auto import tqdm
 
     n_chunks = 100 if progress is True else _check_int("progress", progress, 1)
     interval = layout.interval
     n_full, rem = counts["full"], counts["rem"]
-    n_acc_total = n_full + (rem > 0)
+    ends, row_steps_ = _row_schedule(counts, layout)
+    ends_arg = jnp.asarray(ends)
     per = max(1, n_full // n_chunks)
     total = n_full * interval + rem
     zero = dict(transient=0, warmup=0, full=0, rem=0)
-    row_sums = None
+    row_sums = np.full((layout.n_history, layout.k), np.nan)
     code = RESULTS.successful
     pos = 0  # input steps consumed
     acc = 0  # accumulated blocks done
     steps_done = 0
-    start_state = state
-    elapsed0 = None
+    elapsed0 = dt_used = None
 
     def call(piece_counts, state):
         return _piece(
             system, x0, args, inputs, state, key, dt, solver,
-            _as_counts(piece_counts),
-            _as_counts(dict(acc=acc, n_acc_total=n_acc_total, input=pos)),
-            layout,
+            _as_counts(piece_counts), ends_arg,
+            _as_counts(dict(acc=acc, input=pos)), layout,
         )  # fmt: skip
 
     def partial_result():
         done = dict(zero, transient=counts["transient"], warmup=counts["warmup"])
         done["full"], done["rem"] = divmod(steps_done, interval)
         stats = _stats(done, interval)
-        if row_sums is None or steps_done == 0:
+        filled = ~np.isnan(row_sums[:, 0])
+        if not filled.any():
             k = layout.k
-            nan = jnp.full((layout.n_history, k), jnp.nan)
             return LyapunovResult(
                 exponents=jnp.full(k, jnp.nan),
-                history=nan,
+                history=jnp.full((layout.n_history, k), jnp.nan),
                 times=jnp.full(layout.n_history, jnp.nan),
                 state=state,
                 result=code,
                 stats=stats,
             )
         # Rows not reached yet repeat the last completed one.
-        filled = ~jnp.isnan(row_sums[:, 0])
-        last = jax.lax.cummax(jnp.where(filled, jnp.arange(len(filled)), 0))
-        ends = row_ends(jnp.int32(n_acc_total), layout.n_history)
-        steps = row_steps(ends, n_full, rem, interval)
-        sums, steps = row_sums[last], steps[last]
-        return _finish_jit(state, sums, steps, elapsed0, dt_out, code, stats, layout)
+        last = np.maximum.accumulate(np.where(filled, np.arange(len(filled)), 0))
+        return _finish(
+            state, row_sums[last], row_steps_[last], elapsed0, dt_used, code, stats,
+            layout,
+        )  # fmt: skip
 
-    dt_out = layout.dt_value if layout.is_flow and layout.dt_value else 1
-    if layout.is_flow and layout.dt_value is None:
-        dt_out = dt
     bar = tqdm(total=total, desc="Lyapunov", unit="step")
-    state = start_state
     try:
-        if counts["transient"] or counts["warmup"]:
+        if counts["transient"] or counts["warmup"] or state is None:
             bar.set_postfix_str("transient")
             prelude = dict(zero, transient=counts["transient"], warmup=counts["warmup"])
-            state, _, c = call(prelude, state)
+            _, state, _, c = call(prelude, state)
             code = RESULTS.where(code == RESULTS.successful, c, code)
             pos += counts["transient"] + counts["warmup"] * interval
-        elif state is None:
-            state, _, _ = call(zero, state)
-        elapsed0 = state.elapsed
+        elapsed0 = float(state.elapsed)
         left = n_full
         while True:
             n_b = min(per, left)
             r = rem if n_b == left else 0
-            state, sums, c = call(dict(zero, full=n_b, rem=r), state)
+            dt_used, state, sums, c = call(dict(zero, full=n_b, rem=r), state)
             code = RESULTS.where(code == RESULTS.successful, c, code)
-            row_sums = (
-                sums if row_sums is None else jnp.where(jnp.isnan(sums), row_sums, sums)
-            )
+            sums = np.asarray(sums)
+            row_sums = np.where(np.isnan(sums), row_sums, sums)
             left -= n_b
             acc += n_b + (r > 0)
             pos += n_b * interval + r
@@ -854,6 +888,8 @@ def lyapunov_spectrum(
     else:
         dt_arg = None
     system, x0, args, inputs = _conform(system, x0, args, inputs, layout)
+    if state is None:
+        key = initial_frame(key, x0.shape[0], layout.k, x0.dtype)
     if progress:
         if not dynamic or _tracer_kinds((system, x0, args, state)):
             raise ValueError(
@@ -865,10 +901,15 @@ def lyapunov_spectrum(
             throw, progress,
         )  # fmt: skip
     if dynamic:
-        result = _spectrum_dynamic(
+        ends, steps = _row_schedule(counts, layout)
+        elapsed0, dt_used, state1, row_sums, code = _spectrum_dynamic(
             system, x0, args, inputs, state, key, dt_arg, solver,
-            _as_counts(counts), layout,
+            _as_counts(counts), jnp.asarray(ends), layout,
         )  # fmt: skip
+        stats = _stats(counts, layout.interval)
+        result = _finish(
+            state1, row_sums, steps, elapsed0, dt_used, code, stats, layout
+        )
     else:
         result = _spectrum_fixed(
             system, x0, args, inputs, state, key, dt_arg, solver, counts, layout
