@@ -2,6 +2,7 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import optimistix as optx
 from jaxtyping import Array, Complex, Float, Int
 
@@ -265,10 +266,14 @@ def _find_orbit(
         _, nodes = jax.lax.scan(advance, anchor, None, length=m)
     y0 = _stop(jnp.concatenate([nodes.reshape(-1), jnp.zeros((1,), dtype)]))
 
-    # The globalized solve (Levenberg-Marquardt by default) finds the root without
-    # derivatives flowing through it; a few Newton steps from it then polish the
-    # root and carry the derivatives (implicit function theorem, forward mode).
-    globalized = optx.root_find(
+    # The globalized solve (Levenberg-Marquardt by default) finds the root with no
+    # derivatives flowing through it (optimistix differentiates a least-squares
+    # solve in reverse mode, which the ODE solves do not support). The derivatives
+    # come from the implicit function theorem at the root, dy = -J^+ dr, added as a
+    # correction that is zero in value (J^+ a pseudo-inverse, so that a family of
+    # orbits, as in a conservative system, gives the least-norm derivative rather
+    # than a division by zero).
+    solve = optx.root_find(
         residual,
         root_finder,
         y0,
@@ -276,16 +281,13 @@ def _find_orbit(
         max_steps=max_steps,
         throw=False,
     )
-    y_global = _stop(globalized.value)
-    polished = optx.root_find(
-        residual,
-        optx.Newton(rtol=rtol, atol=atol),
-        y_global,
-        args=(flow, args),
-        max_steps=8,
-        throw=False,
+    y_root = _stop(solve.value)
+    jac = _stop(jax.jacfwd(residual)(y_root, _stop((flow, args))))
+    r = residual(y_root, (flow, args))
+    y = (
+        y_root
+        - lx.linear_solve(lx.MatrixLinearOperator(jac), r - _stop(r), lx.SVD()).value
     )
-    y = jnp.where(polished.result == optx.RESULTS.successful, polished.value, y_global)
     X = y[:-1].reshape(m, d)
     x_star = X[0]
     T = period(y[-1])
@@ -343,7 +345,7 @@ def _find_orbit(
         residual=closure,
         period_guess=period_guess,
         result=result,
-        num_steps=globalized.stats["num_steps"] + polished.stats["num_steps"],
+        num_steps=solve.stats["num_steps"],
     )
 
 
