@@ -7,12 +7,20 @@ matrix-vector product costs a third of the 10-column one). Merged, they are one
 product `J @ [tanh(h), sech^2(h) * V]` that reads `J` once.
 
 `fused_call(fn, *args)` traces `fn` to a jaxpr, groups the `dot_general`s that
-share the same left operand and contraction and do not depend on each other,
-and evaluates the jaxpr with each group computed as one `dot_general` on the
-concatenated right operands. Any system benefits, without special cases: the
-merge is found in the computation itself, not in the class that wrote it.
-Everything else is evaluated primitive by primitive, so `jit`, `vmap` and `grad`
-of the result work as for `fn`.
+share the same left operand, contraction, precision and dtypes, and evaluates
+the jaxpr with each group computed as one `dot_general` on the concatenated
+right operands. Any system benefits, without special cases: the merge is found
+in the computation itself, not in the class that wrote it. Everything else is
+evaluated primitive by primitive, so `jit`, `vmap` and `grad` of the result work
+as for `fn`.
+
+A group is formed greedily and a product joins it only if no chain of
+dependencies connects the two, counting the groups already formed as single
+nodes: `A tanh(B x) + B tanh(A x)` has a product with `A` that feeds one with
+`B` and the converse, and merging both pairs would make each merged product wait
+for the other. The merge is an optimization and may only ever fall back: if the
+rewrite fails for any reason, `fn(*args)` is evaluated as written (and an error
+of `fn` itself propagates unchanged).
 
 On CPU the right operand of a large product is also padded with zero columns to
 a multiple of 8 (`_pad_width`): XLA's CPU matrix product (Eigen) runs full
@@ -21,6 +29,7 @@ takes longer than `@ (1000 x 16)`. The padded columns are sliced off; the
 result is bitwise the same.
 """
 
+import heapq
 import math
 
 import jax
@@ -44,6 +53,13 @@ ENABLED: bool = True
 _PAD_MULTIPLE = 8
 _PAD_MIN_SIZE = 128
 
+# Work bound of the grouping (node visits of the dependency searches, summed
+# over all candidates). A vector field's jaxpr has tens to a few thousand
+# equations and a handful of products, far below this; past it the products
+# not yet grouped stay separate, so planning never costs more than a few tenths
+# of a second of tracing.
+_MAX_VISITS = 200_000
+
 
 def _pad_width(n: int, contract: int, rows: int) -> int:
     """How many zero columns to add to an `n`-column right operand."""
@@ -62,52 +78,148 @@ def merge_default() -> bool:
 
 
 def _dot_key(eqn):
+    """What products must share to be merged, or `None` if not mergeable.
+
+    Same left operand (the variable, not a literal), one contracted axis, no
+    batch axes, and the same precision, preferred element type, right-operand
+    dtype and output sharding, so that the concatenated right operands need no
+    promotion and the merged product is the same operation as each of them.
+    """
     if eqn.primitive.name != "dot_general":
         return None
-    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
-    lhs = eqn.invars[0]
+    (lc, _), (lb, rb) = eqn.params["dimension_numbers"]
+    lhs, rhs = eqn.invars
     if lb or rb or len(lc) != 1 or isinstance(lhs, Literal):
+        return None
+    if set(eqn.params) - {
+        "dimension_numbers",
+        "precision",
+        "preferred_element_type",
+        "out_sharding",
+    }:
+        return None  # a parameter this module does not know how to carry over
+    if eqn.params.get("out_sharding") is not None:
         return None
     return (
         lhs,
         tuple(lc),
         eqn.params.get("precision"),
         eqn.params.get("preferred_element_type"),
+        rhs.aval.dtype,
+        eqn.outvars[0].aval.dtype,
     )
 
 
-def _groups(eqns):
-    """Lists of >= 2 independent dot_generals sharing the left operand."""
-    producer = {}
-    for i, eqn in enumerate(eqns):
-        for v in eqn.outvars:
-            producer[v] = i
-    ancestors = []
-    for eqn in eqns:
-        anc = set()
-        for v in eqn.invars:
-            if not isinstance(v, Literal) and v in producer:
-                j = producer[v]
-                anc.add(j)
-                anc |= ancestors[j]
-        ancestors.append(anc)
+class _Graph:
+    """The equations' dependencies, with groups of equations contracted to one
+    node (a union of members)."""
+
+    def __init__(self, eqns):
+        producer = {}
+        self.succ = [set() for _ in eqns]
+        last_effect = None
+        for i, eqn in enumerate(eqns):
+            for v in eqn.invars:
+                if not isinstance(v, Literal) and v in producer:
+                    self.succ[producer[v]].add(i)
+            for v in eqn.outvars:
+                producer[v] = i
+            if eqn.effects:  # effects keep their order
+                if last_effect is not None:
+                    self.succ[last_effect].add(i)
+                last_effect = i
+        self.members = {i: [i] for i in range(len(eqns))}
+        self.group = list(range(len(eqns)))
+        self.visits = 0
+
+    def reaches(self, a, b):
+        """Whether a path leads from group `a` to group `b` (`None`: too costly
+        to find out)."""
+        stack = list(self.members[a])
+        seen = {a}
+        while stack:
+            i = stack.pop()
+            for j in self.succ[i]:
+                g = self.group[j]
+                if g == b:
+                    return True
+                if g not in seen:
+                    seen.add(g)
+                    stack.extend(self.members[g])
+                    self.visits += len(self.members[g])
+            self.visits += 1
+            if self.visits > _MAX_VISITS:
+                return None
+        return False
+
+    def merge(self, a, b):
+        for i in self.members[b]:
+            self.group[i] = a
+        self.members[a] += self.members.pop(b)
+
+    def order(self):
+        """The groups in a dependency order (earliest first member first)."""
+        preds = {g: set() for g in self.members}
+        for i, succ in enumerate(self.succ):
+            for j in succ:
+                if self.group[i] != self.group[j]:
+                    preds[self.group[j]].add(self.group[i])
+        succs = {g: set() for g in self.members}
+        for g, ps in preds.items():
+            for p in ps:
+                succs[p].add(g)
+        count = {g: len(ps) for g, ps in preds.items()}
+        heap = [(min(self.members[g]), g) for g, c in count.items() if c == 0]
+        heapq.heapify(heap)
+        order = []
+        while heap:
+            _, g = heapq.heappop(heap)
+            order.append(g)
+            for s in succs[g]:
+                count[s] -= 1
+                if count[s] == 0:
+                    heapq.heappush(heap, (min(self.members[s]), s))
+        if len(order) != len(self.members):  # pragma: no cover - by construction
+            raise RuntimeError("fused_call: dependency cycle")
+        return order
+
+
+def _plan(eqns):
+    """The evaluation order as `(indices, rewrite)` pairs: one equation as
+    written, or products to compute by `_fused_dot` (a merged group, or a lone
+    product to pad); `None` if there is nothing to rewrite."""
+    graph = _Graph(eqns)
     by_key = {}
     for i, eqn in enumerate(eqns):
         key = _dot_key(eqn)
         if key is not None:
             by_key.setdefault(key, []).append(i)
-    groups = []
+    merged = set()
     for members in by_key.values():
-        group = []
+        groups = []
         for i in members:
-            if all(i not in ancestors[j] and j not in ancestors[i] for j in group):
-                group.append(i)
-        if len(group) >= 2:
-            groups.append(group)
-    return groups
+            for g in groups:
+                ab = graph.reaches(g, i)
+                ba = None if ab is None else graph.reaches(i, g)
+                if ab is False and ba is False:
+                    graph.merge(g, i)
+                    merged.add(g)
+                    break
+            else:
+                groups.append(i)
+    padded = {
+        i
+        for i, eqn in enumerate(eqns)
+        if graph.group[i] not in merged and _paddable(eqn)
+    }
+    if not merged and not padded:
+        return None
+    rewrite = merged | padded
+    return [(graph.members[g], g in rewrite) for g in graph.order()]
 
 
 def _fused_dot(lhs, rhss, eqns):
+    """One `dot_general` for products sharing `lhs` (columns concatenated)."""
     lc = eqns[0].params["dimension_numbers"][0][0][0]
     flats, widths, free_shapes = [], [], []
     for rhs, eqn in zip(rhss, eqns):
@@ -117,23 +229,22 @@ def _fused_dot(lhs, rhss, eqns):
         flat = moved.reshape(moved.shape[0], -1)
         flats.append(flat)
         widths.append(flat.shape[1])
-    params = eqns[0].params
-    rhs = jnp.concatenate(flats, axis=1) if len(flats) > 1 else flats[0]
+    rhs = jax.lax.concatenate(flats, 1) if len(flats) > 1 else flats[0]
     rows = lhs.size // lhs.shape[lc]
     pad = _pad_width(rhs.shape[1], lhs.shape[lc], rows)
     if pad:
-        rhs = jnp.pad(rhs, ((0, 0), (0, pad)))
-    out = jax.lax.dot_general(
-        lhs,
-        rhs,
-        (((lc,), (0,)), ((), ())),
-        precision=params.get("precision"),
-        preferred_element_type=params.get("preferred_element_type"),
-    )
+        rhs = jax.lax.pad(rhs, jnp.zeros((), rhs.dtype), ((0, 0, 0), (0, pad, 0)))
+    # The primitive as the equations bind it (precision, preferred element type
+    # and mixed operand dtypes carried over), on the concatenated columns.
+    params = dict(eqns[0].params, dimension_numbers=(((lc,), (0,)), ((), ())))
+    out = eqns[0].primitive.bind(lhs, rhs, **params)
     lhs_free = out.shape[:-1]
     results, start = [], 0
-    for width, free in zip(widths, free_shapes):
-        results.append(out[..., start : start + width].reshape(*lhs_free, *free))
+    for width, free, eqn in zip(widths, free_shapes, eqns):
+        piece = out[..., start : start + width].reshape(*lhs_free, *free)
+        if piece.shape != eqn.outvars[0].aval.shape:  # pragma: no cover
+            raise RuntimeError("fused_call: merged product has the wrong shape")
+        results.append(piece)
         start += width
     return results
 
@@ -148,54 +259,64 @@ def _paddable(eqn) -> bool:
     return _pad_width(width, lhs[lc[0]], math.prod(lhs) // lhs[lc[0]]) > 0
 
 
-def fused_call(fn, *args):
-    """`fn(*args)` with products sharing an operand merged (and padded on CPU)."""
-    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
-    out_tree = jax.tree.structure(out_shape)
+def _evaluate(closed, args, order):
     jaxpr = closed.jaxpr
     eqns = jaxpr.eqns
-    groups = _groups(eqns)
-    grouped = {i for g in groups for i in g}
-    groups += [[i] for i, eqn in enumerate(eqns) if i not in grouped and _paddable(eqn)]
-    if not groups:
-        return fn(*args)
     env = {}
 
     def read(v):
         return v.val if isinstance(v, Literal) else env[v]
 
-    def ready(v):
-        return isinstance(v, Literal) or v in env
-
     for v, c in zip(jaxpr.constvars, closed.consts):
         env[v] = c
-    for v, a in zip(jaxpr.invars, jax.tree.leaves(args)):
+    for v, a in zip(jaxpr.invars, args):
         env[v] = a
-    group_of = {i: g for g in groups for i in g}
-    pending = list(range(len(eqns)))
-    while pending:
-        for pos, i in enumerate(pending):
-            members = group_of.get(i, [i])
-            if all(ready(v) for m in members for v in eqns[m].invars):
-                break
-        else:  # pragma: no cover - a dependency cycle cannot arise from _groups
-            raise RuntimeError("fused_call: could not schedule the computation.")
-        if len(members) == 1 and i not in group_of:
+    for members, rewrite in order:
+        if not rewrite:
+            (i,) = members
             eqn = eqns[i]
             params = eqn.primitive.get_bind_params(eqn.params)
             out = eqn.primitive.bind(*[read(v) for v in eqn.invars], **params)
             outs = out if eqn.primitive.multiple_results else [out]
             for v, o in zip(eqn.outvars, outs):
                 env[v] = o
-            pending.pop(pos)
         else:
-            group_eqns = [eqns[m] for m in members]
+            group = [eqns[m] for m in members]
             outs = _fused_dot(
-                read(group_eqns[0].invars[0]),
-                [read(e.invars[1]) for e in group_eqns],
-                group_eqns,
+                read(group[0].invars[0]), [read(e.invars[1]) for e in group], group
             )
-            for e, o in zip(group_eqns, outs):
+            for e, o in zip(group, outs):
                 env[e.outvars[0]] = o
-            pending = [j for j in pending if j not in members]
-    return jax.tree.unflatten(out_tree, [read(v) for v in jaxpr.outvars])
+    return [read(v) for v in jaxpr.outvars]
+
+
+def fused_call(fn, *args):
+    """`fn(*args)` with products sharing an operand merged (and padded on CPU).
+
+    **Arguments:**
+
+    - `fn`: a function of arrays (pytrees of arrays) to arrays.
+    - `*args`: its arguments.
+
+    **Returns:**
+
+    What `fn(*args)` returns: merged products equal the separate ones to
+    rounding (the same products, summed in a different order by the matrix
+    kernel); padding alone changes no bit.
+
+    Never fails where `fn(*args)` succeeds: if tracing, planning or evaluating
+    the rewrite raises, `fn(*args)` runs as written, and an error it raises
+    propagates unchanged.
+    """
+    try:
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        order = _plan(closed.jaxpr.eqns)
+        if order is None:
+            return fn(*args)
+        outs = _evaluate(closed, jax.tree.leaves(args), order)
+        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+    except Exception:
+        # The rewrite is an optimization: whatever went wrong (in it, or in
+        # tracing `fn`), the plain call decides; an error of `fn` is raised by
+        # `fn` itself, unchanged.
+        return fn(*args)
