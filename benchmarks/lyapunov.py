@@ -334,6 +334,87 @@ def rate_network_case(args):
             row(case, "lyapax", name, first, None, err, ref, note, fn=f)
 
 
+# --- time to first result -------------------------------------------------------
+
+_TTFR = """
+import os, sys, time
+os.environ["JAX_ENABLE_X64"] = "1"
+t0 = time.perf_counter()
+import jax, jax.numpy as jnp
+x0 = jnp.ones(3)
+if sys.argv[1] == "lyapax":
+    import lyapax, lyapax.systems
+    problem = lyapax.ode_problem(lyapax.systems.lorenz(), state0=x0, dt=0.01)
+    jitted = {}
+    def run(n):
+        if n not in jitted:
+            jitted[n] = jax.jit(lambda: lyapax.lyapunov_spectrum(
+                problem, n_steps=n, renorm_every=10, t_transient=10.0).exponents)
+        return jitted[n]()
+else:
+    import dynjax
+    lorenz = dynjax.systems.Lorenz()
+    def run(n):
+        return dynjax.lyapunov_spectrum(lorenz, x0, dt=0.01, n_steps=n, interval=10,
+                                        transient=10.0, tangent_warmup=0).exponents
+t1 = time.perf_counter()
+jax.block_until_ready(run(100_000)); t2 = time.perf_counter()
+steady = []
+for _ in range(5):
+    a = time.perf_counter(); jax.block_until_ready(run(100_000))
+    steady.append(time.perf_counter() - a)
+steady = sorted(steady)[2]
+a = time.perf_counter(); jax.block_until_ready(run(70_000)); t_new = time.perf_counter() - a
+print(t1 - t0, t2 - t1, steady, t_new)
+"""
+
+
+def ttfr_case(args):
+    """Time to first result, each library in a fresh process (no shared caches):
+    import, the first call (compilation + one run), a steady call, and a call
+    with a new run length (70_000 steps: dynjax reuses the compiled program,
+    lyapax's jitted call compiles again)."""
+    import subprocess
+
+    case = "time to first result: Lorenz spectrum, fresh process, 1e5 RK4 steps"
+    rounds = {"dynjax": [], "lyapax": []}
+    for _ in range(args.repeats):
+        for lib in rounds:
+            out = subprocess.run(
+                [sys.executable, "-c", _TTFR, lib], capture_output=True, text=True
+            )
+            if out.returncode:
+                rounds[lib] = None
+                continue
+            if rounds[lib] is not None:
+                rounds[lib].append([float(v) for v in out.stdout.split()[-4:]])
+    base = None
+    for lib, runs in rounds.items():
+        if not runs:
+            row(case, lib, "missing", None, None, None)
+            continue
+        imp, first, steady, new = (statistics.median(col) for col in zip(*runs))
+        compile_s = first - steady
+        if lib == "dynjax":
+            base = compile_s
+        ratio = None if base is None else compile_s / base
+        ROWS.append(
+            dict(
+                case=case,
+                lib=lib,
+                config=f"import {imp:.2f} s, new length {new:.3f} s",
+                compile_s=compile_s,
+                run_s=steady,
+                error=None,
+                ratio_to=None,
+                note=(
+                    f"compile ratio {ratio:.2f}" if ratio is not None else ""
+                ) + f"; first result {first:.2f} s",
+                fn=None,
+            )
+        )
+
+
 # --- vmapped sweep -------------------------------------------------------------
 
 
@@ -462,7 +543,7 @@ def main(argv=None):
     p.add_argument(
         "--skip",
         default="",
-        help="comma-separated: dysts,jitcode,lorenz,rrn,sweep,partial",
+        help="comma-separated: ttfr,dysts,jitcode,lorenz,rrn,sweep,partial",
     )
     p.add_argument("--lorenz-steps", type=int, default=100_000)
     p.add_argument("--dysts-steps", type=int, default=2_000)
@@ -486,6 +567,8 @@ def main(argv=None):
         f"({dev.platform}), {os.cpu_count()} CPU cores, "
         f"Python {platform.python_version()}"
     )
+    if "ttfr" not in args.skip:
+        ttfr_case(args)
     if "lorenz" not in args.skip:
         lorenz_case(args)
         settle(args.repeats)

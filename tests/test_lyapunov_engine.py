@@ -348,3 +348,37 @@ def test_custom_vjp_pendulum_equilibria_and_linearization():
         [-0.15 - np.sqrt(1.0225), -0.15 + np.sqrt(1.0225)],
         atol=1e-12,
     )
+
+
+# --- item 12 (c): a host callback in the system -----------------------------
+
+
+@jax.custom_jvp
+def _callback_tanh(x):
+    # (no `vmap_method`: JAX cannot batch it)
+    return jax.pure_callback(
+        lambda v: np.tanh(v), jax.ShapeDtypeStruct(x.shape, x.dtype), x
+    )
+
+
+@_callback_tanh.defjvp
+def _callback_tanh_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    y = _callback_tanh(x)
+    return y, (1 - y**2) * dx
+
+
+@pytest.mark.parametrize("method", [None, "jacobian", "matrix-free"])
+def test_pure_callback_system_runs_every_method(method):
+    # The user never vmapped: the Jacobian method's block propagators fall back
+    # from batch-last to `jax.vmap` to `lax.map`. Same spectrum as with jnp.tanh.
+    W = 1.5 * jnp.array([[1.1, -0.6], [0.7, 0.9]])
+    kw = dict(n_steps=400, interval=4, method=method)
+    x0 = jnp.array([0.1, 0.2])
+    got = dynjax.lyapunov_spectrum(
+        dynjax.Map(lambda n, x, p: _callback_tanh(p @ x), W, d=2), x0, **kw
+    )
+    ref = dynjax.lyapunov_spectrum(
+        dynjax.Map(lambda n, x, p: jnp.tanh(p @ x), W, d=2), x0, **kw
+    )
+    np.testing.assert_allclose(got.exponents, ref.exponents, rtol=1e-12)

@@ -316,7 +316,11 @@ def block_propagators(
     On CPU, for `d <= 4`, the blocks are the trailing axis (`vmap_last`), which
     XLA vectorizes: Lorenz, 10^4 blocks of 10 RK4 steps, 3.5 ms against 6.5 ms
     with `jax.vmap` on the 2-core machine of `benchmarks/README.md`. A system
-    whose step uses a primitive without a `vmap_last` rule takes `jax.vmap`.
+    whose step uses a primitive without a `vmap_last` rule, a host callback, or
+    a program above `vmap_last`'s cost bound takes `jax.vmap`; one that
+    `jax.vmap` cannot batch either (a `jax.pure_callback` without a
+    `vmap_method`) takes `jax.lax.map`, one block after another. Each fallback
+    only changes how the blocks are laid out, never the numbers.
     """
 
     d = xs.shape[1]
@@ -336,7 +340,11 @@ def block_propagators(
         step = lambda y: state_block(tangent, t, y, u, interval, dt, args)[1]  # noqa: E731
         return (jax.jacrev if reverse else jax.jacfwd)(step)(x)
 
-    return jax.vmap(one)(times, xs, us)
+    try:
+        return jax.vmap(one)(times, xs, us)
+    except Exception:
+        # (If `one` itself is at fault, `lax.map` raises the same error again.)
+        return jax.lax.map(lambda a: one(*a), (times, xs, us))
 
 
 # Up to this state size the propagators are formed with the batch axis last
