@@ -18,6 +18,9 @@ from .._system._checks import conform
 
 
 _DIRECTIONS = (1, -1, 0)
+# The thickness of the plane in ulps of the (relative) event value: values within
+# it are on the plane, and leaving it is not a crossing.
+_THICKNESS = 1e4
 # Samples of the dense interpolant per step: K + 1 points determine a polynomial of
 # degree <= K exactly, and every diffrax ODE solver's interpolant has degree <= 7.
 _K = 8
@@ -144,24 +147,42 @@ def _matvec(blocks, v):
     return jnp.concatenate([m @ v for m in blocks])
 
 
+def _carry_sign(values, first):
+    """The sign of each entry, an entry of 0 taking the sign before it (`first`
+    before the start)."""
+    n = values.shape[-1]
+    last = jax.lax.cummax(
+        jnp.where(values != 0, jnp.arange(n), -1), axis=values.ndim - 1
+    )
+    signs = jnp.take_along_axis(jnp.sign(values), jnp.maximum(last, 0), axis=-1)
+    return jnp.where(last >= 0, signs, first)
+
+
 def _classify(g, side, direction, at_floor, restrict):
     """The first sub-interval of a step holding a crossing in `direction`, and the
     first one that may hide two crossings (K if none), from the event values `g`
     at the K + 1 sample times; also the side of the plane at the end of the step
-    and after the crossing."""
+    and after the crossing.
+
+    The plane has a thickness `eta` of rounding size: a value within it keeps the
+    side before it, so that leaving the plane from a crossing found on either
+    side of it to rounding is not a crossing.
+    """
     K = _K
-    # The side at each sample; a value of exactly 0 keeps the side before it.
-    nonzero = jnp.where(g != 0, jnp.arange(K + 1), -1)
-    last = jax.lax.cummax(nonzero)
-    sides = jnp.where(last >= 0, jnp.sign(g[jnp.maximum(last, 0)]), side)
+    eta = _THICKNESS * jnp.finfo(g.dtype).eps * jnp.maximum(1, jnp.max(jnp.abs(g)))
+    sides = _carry_sign(jnp.where(jnp.abs(g) > eta, g, 0), side)
     left, right = sides[:-1], sides[1:]
     # The sign variations of (left side, interior Bernstein coefficients, right
     # side) bound the number of crossings in the sub-interval from above, with the
-    # same parity: 0 certifies none, 1 exactly one.
-    coeffs = jnp.sign(jnp.stack([_matvec(r, g) for r in restrict]))  # (K, K - 1)
+    # same parity: 0 certifies none, 1 exactly one. Coefficients within the
+    # thickness count as zeros (skipped): they move the polynomial by at most
+    # `eta`, which cannot take a sample across the plane.
+    coeffs = jnp.stack([_matvec(r, g) for r in restrict])  # (K, K - 1)
+    coeffs = jnp.where(jnp.abs(coeffs) > eta, coeffs, 0)
     chain = jnp.concatenate([left[:, None], coeffs, right[:, None]], axis=1)
+    chain = _carry_sign(chain, left[:, None])
     variations = jnp.sum(chain[:, 1:] != chain[:, :-1], axis=1)
-    certain = jnp.all(coeffs != 0, axis=1) & (variations <= 1)
+    certain = variations <= 1
     up = (left < 0) & (right > 0)
     down = (left > 0) & (right < 0)
     wanted = {1: up, -1: down, 0: up | down}[direction]
@@ -258,7 +279,7 @@ def _next_crossing(
     # The side of the plane at the start; on the plane (as after a crossing, up to
     # rounding), the side the flow heads to, so that leaving it is not a crossing.
     g0 = event(x)
-    on_plane = jnp.abs(g0) <= 1e4 * eps
+    on_plane = jnp.abs(g0) <= _THICKNESS * eps
     heading = jnp.sign(jnp.dot(normal, flow.vector_field(t0, x, args)))
     side0 = jnp.where(on_plane, heading, jnp.sign(g0))
     side0 = jnp.where(side0 == 0, 1.0, side0).astype(dtype)

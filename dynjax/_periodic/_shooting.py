@@ -18,7 +18,9 @@ class PeriodicOrbit(eqx.Module):
 
     **Attributes:**
 
-    - `x0`: a point on the orbit, shape `(d,)`.
+    - `x0`: a point on the orbit, shape `(d,)`: its crossing with the hyperplane
+        through the cut (the guess, unless that lay on a fast stretch; see
+        `dynjax.find_periodic_orbit`) orthogonal to the flow.
     - `period`: the period `T` (positive).
     - `multipliers`: the Floquet multipliers (eigenvalues of the monodromy matrix),
         complex, shape `(d,)`, sorted by decreasing modulus.
@@ -77,6 +79,8 @@ def _flow_map(flow, x, t1, args, solver, controller, max_steps):
     return sol.ys[-1], sol.result
 
 
+# The shooting residual where an integration failed.
+_BIG = 1e10
 # Samples of the guessed trajectory from which the cut of the orbit is chosen.
 _ANCHOR_SAMPLES = 64
 
@@ -154,6 +158,29 @@ def _relax(flow, x0, args, solver, controller, ode_max_steps, max_period, return
         cond_fn, body_fn, init + (RESULTS.successful,)
     )
     return x, T, result
+
+
+@eqx.filter_custom_jvp
+def _implicit_root(y, fn, inputs):
+    """The root `y` of `fn(y, inputs) = 0`, differentiated by the implicit function
+    theorem: `dy = -J^+ d(fn)`, `J = d(fn)/dy` at the root.
+
+    `J^+` is a pseudo-inverse, so that a family of orbits (a conservative system)
+    gives the least-norm derivative rather than a division by zero. Only the
+    tangent needs `J`, so an undifferentiated call costs nothing.
+    """
+    del fn, inputs
+    return y
+
+
+@_implicit_root.def_jvp
+def _implicit_root_jvp(primals, tangents):
+    y, fn, inputs = primals
+    _, t_fn, t_inputs = tangents
+    jac = jax.jacfwd(fn)(y, inputs)
+    _, r_dot = eqx.filter_jvp(lambda f, i: f(y, i), (fn, inputs), (t_fn, t_inputs))
+    y_dot = lx.linear_solve(lx.MatrixLinearOperator(jac), r_dot, lx.SVD()).value
+    return y, -y_dot
 
 
 class _Solve(eqx.Module):
@@ -252,7 +279,11 @@ def _find_orbit(
         gaps = state_difference(flow_, ends, jnp.roll(X, -1, axis=0))
         # X_0 stays on the hyperplane through the anchor orthogonal to the flow.
         phase = jnp.dot(state_difference(flow_, X[0], ref), f_ref)
-        return jnp.concatenate([gaps.reshape(-1), phase[None]])
+        r = jnp.concatenate([gaps.reshape(-1), phase[None]])
+        # A failed integration gives a large finite residual (and no tangent), which
+        # the trust region rejects, instead of non-finite values that would stop
+        # the linear solves.
+        return jnp.where(jnp.isfinite(r), r, _BIG)
 
     # Initial multiple-shooting nodes: the guessed trajectory from the anchor at
     # T k / m.
@@ -268,11 +299,8 @@ def _find_orbit(
 
     # The globalized solve (Levenberg-Marquardt by default) finds the root with no
     # derivatives flowing through it (optimistix differentiates a least-squares
-    # solve in reverse mode, which the ODE solves do not support). The derivatives
-    # come from the implicit function theorem at the root, dy = -J^+ dr, added as a
-    # correction that is zero in value (J^+ a pseudo-inverse, so that a family of
-    # orbits, as in a conservative system, gives the least-norm derivative rather
-    # than a division by zero).
+    # solve in reverse mode, which the ODE solves do not support); the derivatives
+    # of the root come from the implicit function theorem (`_implicit_root`).
     solve = optx.root_find(
         residual,
         root_finder,
@@ -281,13 +309,8 @@ def _find_orbit(
         max_steps=max_steps,
         throw=False,
     )
-    y_root = _stop(solve.value)
-    jac = _stop(jax.jacfwd(residual)(y_root, _stop((flow, args))))
-    r = residual(y_root, (flow, args))
-    y = (
-        y_root
-        - lx.linear_solve(lx.MatrixLinearOperator(jac), r - _stop(r), lx.SVD()).value
-    )
+    fn = eqx.filter_closure_convert(residual, y0, (flow, args))
+    y = _implicit_root(_stop(solve.value), fn, (flow, args))
     X = y[:-1].reshape(m, d)
     x_star = X[0]
     T = period(y[-1])
@@ -322,12 +345,15 @@ def _find_orbit(
     scale = 1.0 + jnp.max(jnp.abs(x_star))
     speed = jnp.linalg.norm(flow.vector_field(zero, x_star, args))
     amplitude = jnp.max(jnp.abs(state_difference(flow, xs, x_star)))
+    converged = closure <= 1e3 * (atol + rtol * scale)
+    # Collapsed: onto a trivial root (a point, or the period ~0), or, without
+    # converging, with the period shrunk tenfold (heading to T = 0).
     collapsed = (
         (T <= 1e-6 * period_guess)
         | (speed <= 1e-6 * scale)
         | (amplitude <= 1e-6 * scale)
+        | (~converged & (T <= 0.1 * period_guess))
     )
-    converged = closure <= 1e3 * (atol + rtol * scale)
     integrated = (RESULTS.promote(ode_result) == RESULTS.successful) & jnp.isfinite(
         closure
     )
@@ -375,21 +401,28 @@ def find_periodic_orbit(
     With `m = n_segments` nodes `X_0, ..., X_{m-1}` and the period `T` as unknowns,
     solves
 
-    $$\phi_{T/m}(X_i) - X_{i+1 \bmod m} = 0, \qquad (X_0 - x_0) \cdot f(x_0) = 0,$$
+    $$\phi_{T/m}(X_i) - X_{i+1 \bmod m} = 0, \qquad (X_0 - c) \cdot f(c) = 0,$$
 
-    where the last (phase) condition pins `X_0` to the hyperplane through the
-    guess `x0` orthogonal to the flow, removing the freedom to slide along the
-    orbit. Differences of states are wrapped on periodic coordinates
-    (`dynjax.state_difference`), so an orbit that winds once around an angle
-    closes. The period is `T = T_guess exp(s)` with `s` the unknown, so it stays
-    positive. The nodes start on an integration of the guess over `T_guess`.
+    where the last (phase) condition pins `X_0` to the hyperplane through the cut
+    point `c` orthogonal to the flow, removing the freedom to slide along the
+    orbit. The cut is the guess `x0`, unless `x0` lies on a stretch of the guessed
+    trajectory (`x0` integrated over `T_guess`) more than twice as fast, in arc
+    length within `+-T_guess/8`, as its quietest stretch, which is then the cut:
+    cut inside a fast stretch (the jump of a relaxation oscillation), the closure
+    is a near-step function of the period that no local method can follow. The
+    nodes start on the guessed trajectory from the cut, `T_guess / m` apart.
+    Differences of states are wrapped on periodic coordinates
+    (`dynjax.state_difference`), so an orbit that winds around an angle closes.
+    The period is `T = T_guess exp(s)` with `s` the unknown, so it stays positive.
 
     The solve is globalized: `optimistix.LevenbergMarquardt` (a trust-region
-    Gauss-Newton method, with derivatives by forward-mode differentiation through
-    `diffrax.diffeqsolve`) converges from guesses where plain Newton diverges;
-    a few Newton steps then polish the root, through which `jax.jvp` gives the
-    derivatives of the orbit (implicit function theorem). `m > 1` (multiple
-    shooting) keeps each integration short, which helps for unstable orbits.
+    Gauss-Newton method, with Jacobians by forward-mode differentiation through
+    `diffrax.diffeqsolve`) converges from guesses where plain Newton diverges or
+    collapses onto an equilibrium. `jax.jvp` differentiates the orbit by the
+    implicit function theorem at the root (with a pseudo-inverse, so a family of
+    orbits of a conservative system gives the least-norm derivative). `m > 1`
+    (multiple shooting) keeps each integration short, which helps for unstable
+    orbits.
 
     Without `period_guess`, a stable cycle is found from any point of its basin:
     the trajectory from `x0` is followed through successive returns to the
@@ -408,7 +441,7 @@ def find_periodic_orbit(
 
     - `flow`: an autonomous dynjax flow.
     - `x0`: a guess of a point on the orbit, shape `(d,)`; without a period
-        guess, a point in the basin of a stable cycle.
+        guess, any point in the basin of a stable cycle.
     - `period_guess`: a guess of the period (positive), or `None` to estimate it
         by relaxing onto a stable cycle.
     - `n_segments`: the number of shooting segments (1: single shooting).
@@ -421,8 +454,10 @@ def find_periodic_orbit(
         (default `optimistix.LevenbergMarquardt(rtol, atol)`).
     - `solver`, `stepsize_controller`, `ode_max_steps`: the diffrax integration
         (default `Tsit5` with `PIDController(rtol=1e-11, atol=1e-12)` in float64).
-        For stiff cycles (relaxation oscillations, e.g. van der Pol with large
-        `mu`) pass an implicit solver, `solver=diffrax.Kvaerno5()`.
+        For very stiff cycles (relaxation oscillations, e.g. van der Pol with
+        `mu` in the hundreds) pass an implicit solver with tolerances it can meet,
+        e.g. `solver=diffrax.Kvaerno5()` and
+        `stepsize_controller=diffrax.PIDController(rtol=1e-8, atol=1e-10)`.
     - `n_save`: number of states saved over one period in `PeriodicOrbit.xs`.
     - `max_period`, `max_returns`: without a period guess, the longest time to
         wait for a return to the section, and the most returns followed.
@@ -474,7 +509,8 @@ def find_periodic_orbit(
             f"`period_guess` must be positive, got {period_guess}; pass "
             "`period_guess=None` to estimate it from the returns of a stable cycle."
         )
-    if period_guess is not None:
+    relaxed = period_guess is None
+    if not relaxed:
         period_guess = jnp.asarray(period_guess, dtype=x0.dtype)
         period_guess = eqx.error_if(
             period_guess,
@@ -486,7 +522,7 @@ def find_periodic_orbit(
     rtol = (1e-9 if double else 1e-4) if rtol is None else rtol
     atol = (1e-9 if double else 1e-4) if atol is None else atol
     solver, stepsize_controller = _defaults(x0.dtype, solver, stepsize_controller)
-    if period_guess is None:
+    if relaxed:
         _prepare(solver, stepsize_controller)
     if root_finder is None:
         root_finder = optx.LevenbergMarquardt(rtol=rtol, atol=atol)
@@ -522,6 +558,14 @@ def find_periodic_orbit(
     if throw:
 
         def details(_):
+            if relaxed and out.result == RESULTS.no_crossing:
+                return (
+                    "(With `period_guess=None`: the trajectory from `x0` did not "
+                    "return to the hyperplane through its current point within "
+                    "`max_period`, so no period could be estimated: it may settle "
+                    "on an equilibrium, be chaotic, or wind around a periodic "
+                    "coordinate. Pass a `period_guess`, or raise `max_period`.)"
+                )
             return (
                 f"(Period {float(out.period):.6g} from the guess "
                 f"{float(out.period_guess):.6g}; closure residual "
