@@ -1,6 +1,7 @@
 import diffrax as dfx
 import equinox as eqx
 import jax
+import numpy as np
 
 
 class RESULTS(dfx.RESULTS):  # pyright: ignore[reportRedeclaration]
@@ -105,9 +106,13 @@ def raise_if_failed(result: RESULTS, value, details=None):
     """
     if is_traced(result):
         return result.error_if(value, result != RESULTS.successful)
-    if result != RESULTS.successful:
+    # (One host read, not an eager JAX comparison: this runs after every call.)
+    if int(np.asarray(result._value)) != _SUCCESSFUL:
         message = RESULTS[result]
         if details is not None:
             message = f"{message} {details(value)}"
         raise eqx.EquinoxRuntimeError(message)
     return value
+
+
+_SUCCESSFUL = int(np.asarray(RESULTS.successful._value))

@@ -7,6 +7,7 @@ lengths as traced integers (`_drive.run_dynamic`), so a new `t_total` or
 `grad`) bake them in (`_drive.run_fixed`), as the outer program does anyway.
 """
 
+import functools
 import math
 from typing import Any, Literal
 
@@ -105,6 +106,14 @@ _JACOBIAN_MIN_INTERVAL = 4
 _N_HISTORY = 1000
 
 
+@functools.lru_cache(maxsize=64)
+def _numpy_frame(seed: tuple, d: int, k: int, dtype) -> Array:
+    rng = np.random.default_rng(np.asarray(seed, np.uint64))
+    Q, R = np.linalg.qr(rng.normal(size=(d, k)))
+    Q = Q * np.where(np.diagonal(R) < 0, -1.0, 1.0)[None, :]
+    return jnp.asarray(Q, dtype=dtype)
+
+
 def initial_frame(key, d: int, k: int, dtype):
     """The random orthonormal `(d, k)` tangent block a run starts from.
 
@@ -115,15 +124,12 @@ def initial_frame(key, d: int, k: int, dtype):
     under a trace the key is returned and `_fresh_state` draws it with JAX.
     """
     if key is None:
-        seed = np.zeros(1, np.uint64)
+        seed = (0,)
     elif isinstance(key, jax.core.Tracer):
         return key
     else:
-        seed = np.asarray(jr.key_data(key)).ravel().astype(np.uint64)
-    rng = np.random.default_rng(seed)
-    Q, R = np.linalg.qr(rng.normal(size=(d, k)))
-    Q = Q * np.where(np.diagonal(R) < 0, -1.0, 1.0)[None, :]
-    return jnp.asarray(Q, dtype=dtype)
+        seed = tuple(int(v) for v in np.asarray(jr.key_data(key)).ravel())
+    return _numpy_frame(seed, d, k, jnp.dtype(dtype))
 
 
 def _fresh_state(x0, k: int, frame, time0) -> LyapunovState:
@@ -432,6 +438,8 @@ def _conform(system, x0, args, inputs, layout):
 def _throw(result):
     """`throw=True`: raise on failure, outside the compiled program."""
     exponents = raise_if_failed(result.result, result.exponents)
+    if exponents is result.exponents:
+        return result
     return eqx.tree_at(lambda r: r.exponents, result, exponents)
 
 
@@ -483,17 +491,22 @@ def _finish(state, row_sums, row_steps_, elapsed0, dt, code, stats, layout):
         for leaf in jax.tree.leaves((row_sums, elapsed0, dt))
     )
     xp = np if concrete else jnp
-    row_sums = xp.asarray(row_sums)
-    times = elapsed0 + dt * xp.asarray(row_steps_).astype(row_sums.dtype)
-    history = row_sums / times[:, None] / layout.log_base
-    order = (
-        xp.argsort(-history[-1], stable=True) if concrete else jnp.argsort(-history[-1])
-    )
-    history = history[:, order]
     if concrete:
-        history, times = jnp.asarray(history), jnp.asarray(times)
+        elapsed0, dt = float(elapsed0), float(dt)
+    row_sums = xp.asarray(row_sums)
+    dtype = row_sums.dtype
+    times = (elapsed0 + dt * xp.asarray(row_steps_)).astype(dtype)
+    history = row_sums / times[:, None] / layout.log_base
+    if concrete:
+        order = np.argsort(-history[-1], stable=True)
+    else:
+        order = jnp.argsort(-history[-1])
+    history = history[:, order]
+    exponents = history[-1]
+    if concrete:  # (NumPy to JAX once, no eager JAX indexing)
+        history, times, exponents = jax.device_put((history, times, exponents))
     return LyapunovResult(
-        exponents=history[-1],
+        exponents=exponents,
         history=history,
         times=times,
         state=state,
@@ -512,7 +525,18 @@ def _stats(counts, interval, include_prelude=True):
 
 
 def _as_counts(counts):
-    return {name: jnp.asarray(value, jnp.int32) for name, value in counts.items()}
+    """Integer counts as one int32 array (one transfer to the device); unpack
+    them inside `jit` with `_unpack`."""
+    names = sorted(counts)
+    return jax.device_put(np.asarray([counts[n] for n in names], np.int32))
+
+
+def _unpack(values, names):
+    """`_as_counts`'s array as a dict of traced scalars (inside `jit`)."""
+    return {name: values[i] for i, name in enumerate(sorted(names))}
+
+
+_COUNTS = ("transient", "warmup", "full", "rem")
 
 
 @eqx.filter_jit
@@ -530,7 +554,7 @@ def _spectrum_dynamic(
         dt,
         inputs,
         args,
-        counts,
+        _unpack(counts, _COUNTS),
         interval=layout.interval,
         method=layout.method,
         ends=ends,
@@ -542,11 +566,17 @@ def _spectrum_dynamic(
 
 
 def _row_schedule(counts, layout):
-    """The history rows' ends and accumulated steps (NumPy, outside `jit`)."""
-    n_acc = counts["full"] + (counts["rem"] > 0)
-    ends = row_ends(int(n_acc), layout.n_history)
-    steps = row_steps(ends, counts["full"], counts["rem"], layout.interval)
-    return ends.astype(np.int32), steps
+    """The history rows' ends (on the device) and accumulated steps (NumPy)."""
+    return _row_schedule_cached(
+        counts["full"], counts["rem"], layout.interval, layout.n_history
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _row_schedule_cached(n_full: int, rem: int, interval: int, n_rows: int):
+    ends = row_ends(int(n_full + (rem > 0)), n_rows)
+    steps = row_steps(ends, n_full, rem, interval)
+    return jax.device_put(ends.astype(np.int32)), steps
 
 
 @eqx.filter_jit
@@ -590,13 +620,13 @@ def _piece(
         dt,
         inputs,
         args,
-        counts,
+        _unpack(counts, _COUNTS),
         interval=layout.interval,
         method=layout.method,
         ends=ends,
-        acc_offset=offsets["acc"],
+        acc_offset=_unpack(offsets, ("acc", "input"))["acc"],
         hold_first=False,
-        input_offset=offsets["input"],
+        input_offset=_unpack(offsets, ("acc", "input"))["input"],
     )
     return jnp.asarray(dt, state0.elapsed.dtype), state1, row_sums, code
 
@@ -610,8 +640,7 @@ def _run_chunked(system, x0, args, inputs, state, key, dt, solver, layout, count
     n_chunks = 100 if progress is True else _check_int("progress", progress, 1)
     interval = layout.interval
     n_full, rem = counts["full"], counts["rem"]
-    ends, row_steps_ = _row_schedule(counts, layout)
-    ends_arg = jnp.asarray(ends)
+    ends_arg, row_steps_ = _row_schedule(counts, layout)
     per = max(1, n_full // n_chunks)
     total = n_full * interval + rem
     zero = dict(transient=0, warmup=0, full=0, rem=0)
@@ -904,7 +933,7 @@ def lyapunov_spectrum(
         ends, steps = _row_schedule(counts, layout)
         elapsed0, dt_used, state1, row_sums, code = _spectrum_dynamic(
             system, x0, args, inputs, state, key, dt_arg, solver,
-            _as_counts(counts), jnp.asarray(ends), layout,
+            _as_counts(counts), ends, layout,
         )  # fmt: skip
         stats = _stats(counts, layout.interval)
         result = _finish(
