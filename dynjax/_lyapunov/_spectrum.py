@@ -107,11 +107,14 @@ _N_HISTORY = 1000
 
 
 @functools.lru_cache(maxsize=64)
-def _numpy_frame(seed: tuple, d: int, k: int, dtype) -> Array:
+def _numpy_frame(seed: tuple, d: int, k: int, dtype) -> np.ndarray:
+    # (NumPy in the cache: a JAX array made under a trace would be a tracer.)
     rng = np.random.default_rng(np.asarray(seed, np.uint64))
     Q, R = np.linalg.qr(rng.normal(size=(d, k)))
     Q = Q * np.where(np.diagonal(R) < 0, -1.0, 1.0)[None, :]
-    return jnp.asarray(Q, dtype=dtype)
+    Q = Q.astype(dtype)
+    Q.flags.writeable = False
+    return Q
 
 
 def initial_frame(key, d: int, k: int, dtype):
@@ -129,7 +132,7 @@ def initial_frame(key, d: int, k: int, dtype):
         return key
     else:
         seed = tuple(int(v) for v in np.asarray(jr.key_data(key)).ravel())
-    return _numpy_frame(seed, d, k, jnp.dtype(dtype))
+    return jnp.asarray(_numpy_frame(seed, d, k, jnp.dtype(dtype)))
 
 
 def _fresh_state(x0, k: int, frame, time0) -> LyapunovState:
