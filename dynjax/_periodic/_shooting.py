@@ -301,16 +301,23 @@ def _find_orbit(
     # derivatives flowing through it (optimistix differentiates a least-squares
     # solve in reverse mode, which the ODE solves do not support); the derivatives
     # of the root come from the implicit function theorem (`_implicit_root`).
-    solve = optx.root_find(
-        residual,
-        root_finder,
-        y0,
-        args=_stop((flow, args)),
-        max_steps=max_steps,
-        throw=False,
-    )
+    # If the guessed trajectory itself cannot be integrated, there is nothing to
+    # iterate on: skip the solve (its result is then an integration failure).
+    def solve():
+        sol = optx.root_find(
+            residual,
+            root_finder,
+            y0,
+            args=_stop((flow, args)),
+            max_steps=max_steps,
+            throw=False,
+        )
+        return sol.value, jnp.asarray(sol.stats["num_steps"], int)
+
+    integrable = jnp.all(jnp.isfinite(guessed)) & jnp.all(jnp.isfinite(nodes))
+    root, num_steps = jax.lax.cond(integrable, solve, lambda: (y0, jnp.asarray(0, int)))
     fn = eqx.filter_closure_convert(residual, y0, (flow, args))
-    y = _implicit_root(_stop(solve.value), fn, (flow, args))
+    y = _implicit_root(_stop(root), fn, (flow, args))
     X = y[:-1].reshape(m, d)
     x_star = X[0]
     T = period(y[-1])
@@ -371,7 +378,7 @@ def _find_orbit(
         residual=closure,
         period_guess=period_guess,
         result=result,
-        num_steps=solve.stats["num_steps"],
+        num_steps=num_steps,
     )
 
 
