@@ -244,10 +244,10 @@ def _find_orbit(
 
     # Where the orbit is cut (single shooting closes there, and the phase
     # condition holds there): at the guess, unless it lies on a stretch of the
-    # guessed trajectory more than twice as fast as the quietest one (arc length
-    # within +-T/8), which is then the cut. Cut inside a fast stretch (the jump of
-    # a relaxation oscillation), the closure is a near-step function of the
-    # period that no local method can follow; at a quiet one, the end of the
+    # guessed trajectory more than four times as fast as the quietest one (arc
+    # length within +-T/8), which is then the cut. Cut inside a fast stretch (the
+    # jump of a relaxation oscillation), the closure is a near-step function of
+    # the period that no local method can follow; at a quiet one, the end of the
     # integration moves least when the period is off.
     n = _ANCHOR_SAMPLES
     ts = jnp.arange(n, dtype=dtype) * (period_guess / n)
@@ -260,7 +260,7 @@ def _find_orbit(
     window = jnp.arange(-(n // 8), n // 8 + 1)
     arc = jnp.sum(speed[(jnp.arange(n)[:, None] + window) % n], axis=1)
     arc = jnp.where(jnp.isfinite(arc), arc, jnp.inf)
-    k = jnp.where(arc[0] > 2 * jnp.min(arc), jnp.argmin(arc), 0)
+    k = jnp.where(arc[0] > 4 * jnp.min(arc), jnp.argmin(arc), 0)
     anchor = _stop(guessed[k])
     ref = anchor
     f_ref = flow.vector_field(zero, ref, args)
@@ -413,10 +413,11 @@ def find_periodic_orbit(
     where the last (phase) condition pins `X_0` to the hyperplane through the cut
     point `c` orthogonal to the flow, removing the freedom to slide along the
     orbit. The cut is the guess `x0`, unless `x0` lies on a stretch of the guessed
-    trajectory (`x0` integrated over `T_guess`) more than twice as fast, in arc
-    length within `+-T_guess/8`, as its quietest stretch, which is then the cut:
-    cut inside a fast stretch (the jump of a relaxation oscillation), the closure
-    is a near-step function of the period that no local method can follow. The
+    trajectory (`x0` integrated over `T_guess`) more than four times as fast, in
+    arc length within `+-T_guess/8`, as its quietest stretch, which is then the
+    cut: cut inside a fast stretch (the jump of a relaxation oscillation), the
+    closure is a near-step function of the period that no local method can
+    follow. The
     nodes start on the guessed trajectory from the cut, `T_guess / m` apart.
     Differences of states are wrapped on periodic coordinates
     (`dynjax.state_difference`), so an orbit that winds around an angle closes.
