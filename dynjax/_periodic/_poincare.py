@@ -633,8 +633,11 @@ def poincare_section(
 
     The guarantee: every crossing of the interpolant is found, in time order,
     except two crossings closer together than about a thousand ulps of time,
-    which cannot be told from a touch and count as none. The interpolant follows
-    the exact solution to the solver's tolerances. A crossing that cannot be
+    which cannot be told from a touch and count as none. The plane has a
+    thickness of rounding size (`1e4` ulps of the event value relative to
+    `1 + |c| + max|x0|`): a crossing is a passage from one side of it to the
+    other, so leaving the plane from a crossing just found is not one. The
+    interpolant follows the exact solution to the solver's tolerances. A crossing that cannot be
     located (the budget `max_steps` or `t_max` spent, a non-finite state, a
     failed solver step) is reported in `result`, never skipped silently.
 
