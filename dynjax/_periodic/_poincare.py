@@ -637,9 +637,10 @@ def poincare_section(
     thickness of rounding size (`1e4` ulps of the event value relative to
     `1 + |c| + max|x0|`): a crossing is a passage from one side of it to the
     other, so leaving the plane from a crossing just found is not one. The
-    interpolant follows the exact solution to the solver's tolerances. A crossing that cannot be
-    located (the budget `max_steps` or `t_max` spent, a non-finite state, a
-    failed solver step) is reported in `result`, never skipped silently.
+    interpolant follows the exact solution to the solver's tolerances. A
+    crossing that cannot be located (the budget `max_steps` or `t_max` spent, a
+    non-finite state, a failed solver step) is reported in `result`, never
+    skipped silently.
 
     **Arguments:**
 

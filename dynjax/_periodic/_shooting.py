@@ -183,19 +183,6 @@ def _implicit_root_jvp(primals, tangents):
     return y, -y_dot
 
 
-class _Solve(eqx.Module):
-    x0: jax.Array
-    period: jax.Array
-    multipliers: jax.Array
-    trivial_index: jax.Array
-    monodromy: jax.Array
-    xs: jax.Array
-    residual: jax.Array
-    period_guess: jax.Array
-    result: RESULTS
-    num_steps: jax.Array
-
-
 @eqx.filter_jit
 def _find_orbit(
     flow,
@@ -368,7 +355,7 @@ def _find_orbit(
     result = RESULTS.where(collapsed, RESULTS.period_collapsed, result)
     result = RESULTS.where(integrated, result, RESULTS.shooting_integration_failed)
     result = RESULTS.where(relax_result == RESULTS.successful, result, relax_result)
-    return _Solve(
+    return PeriodicOrbit(
         x0=x_star,
         period=T,
         multipliers=mu,
@@ -534,7 +521,7 @@ def find_periodic_orbit(
         _prepare(solver, stepsize_controller)
     if root_finder is None:
         root_finder = optx.LevenbergMarquardt(rtol=rtol, atol=atol)
-    out = _find_orbit(
+    orbit = _find_orbit(
         flow,
         x0,
         period_guess,
@@ -551,22 +538,10 @@ def find_periodic_orbit(
         jnp.asarray(max_period, dtype=x0.dtype),
         max_returns,
     )
-    orbit = PeriodicOrbit(
-        x0=out.x0,
-        period=out.period,
-        multipliers=out.multipliers,
-        trivial_index=out.trivial_index,
-        monodromy=out.monodromy,
-        xs=out.xs,
-        residual=out.residual,
-        period_guess=out.period_guess,
-        result=out.result,
-        num_steps=out.num_steps,
-    )
     if throw:
 
         def details(_):
-            if relaxed and out.result == RESULTS.no_crossing:
+            if relaxed and orbit.result == RESULTS.no_crossing:
                 return (
                     "(With `period_guess=None`: the trajectory from `x0` did not "
                     "return to the hyperplane through its current point within "
@@ -575,9 +550,9 @@ def find_periodic_orbit(
                     "coordinate. Pass a `period_guess`, or raise `max_period`.)"
                 )
             return (
-                f"(Period {float(out.period):.6g} from the guess "
-                f"{float(out.period_guess):.6g}; closure residual "
-                f"{float(out.residual):.3g} after {int(out.num_steps)} "
+                f"(Period {float(orbit.period):.6g} from the guess "
+                f"{float(orbit.period_guess):.6g}; closure residual "
+                f"{float(orbit.residual):.3g} after {int(orbit.num_steps)} "
                 "iterations.)"
             )
 
