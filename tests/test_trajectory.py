@@ -258,3 +258,36 @@ def test_float32_runs_and_keeps_dtype():
             atol=1e-11,
         ).y[:, -1]
         np.testing.assert_allclose(sol.xs[-1], reference, rtol=1e-3)
+
+
+# --- issue 10, item 9: messages that say what to change ------------------------
+
+
+def test_finite_time_blow_up_names_the_time():
+    # dx/dt = x^2 from x(0) = 1: x = 1 / (1 - t) blows up at t = 1. The error
+    # says so (not "raise max_steps"), with the time reached.
+    f = dynjax.Flow(lambda t, x, p: x**2, d=1)
+    with pytest.raises(eqx.EquinoxRuntimeError, match="blows up") as info:
+        dynjax.trajectory(f, jnp.ones(1), t1=2.0)
+    message = str(info.value)
+    assert "max_steps" not in message.split("Raising")[0]
+    t_stop = float(message.split("at t = ")[1].split(":")[0])
+    assert abs(t_stop - 1.0) < 1e-3
+    sol = dynjax.trajectory(f, jnp.ones(1), t1=2.0, throw=False)
+    assert sol.result == dynjax.RESULTS.blow_up
+    # Before the singularity the solution is exact: x(0.5) = 2.
+    np.testing.assert_allclose(sol.xs[sol.ts <= 0.5][-1], [2.0], rtol=1e-6)
+
+
+def test_blow_up_of_a_cubic_field():
+    # dx/dt = x^3 from x(0) = 2: x = 1 / sqrt(1/4 - 2 t), singular at t = 1/8.
+    f = dynjax.Flow(lambda t, x, p: x**3, d=1)
+    sol = dynjax.trajectory(f, jnp.array([2.0]), t1=1.0, throw=False)
+    assert sol.result == dynjax.RESULTS.blow_up
+    assert abs(float(sol.stats["t_stop"]) - 0.125) < 1e-3
+
+
+def test_negative_dt0_is_a_clear_value_error():
+    with pytest.raises(ValueError, match="`dt0` must be a positive step size") as info:
+        dynjax.trajectory(dynjax.systems.Lorenz(), jnp.ones(3), t1=1.0, dt0=-0.01)
+    assert "Tracer" not in str(info.value)
