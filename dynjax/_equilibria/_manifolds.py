@@ -293,6 +293,7 @@ def _manifold(
     if eps is None:
         eps = (1e-7 if double else 1e-3) * (1.0 + jnp.max(jnp.abs(x_star)))
     solver = dfx.Tsit5() if solver is None else solver
+    user_controller = stepsize_controller
     if stepsize_controller is None:
         if double:
             stepsize_controller = dfx.PIDController(rtol=1e-11, atol=1e-13)
@@ -323,6 +324,18 @@ def _manifold(
             )
         arclength = 10 * math.dist(lower, upper)
     tol = 1e-10 if double else 1e-5
+    if user_controller is None and all(map(math.isfinite, lower + upper)):
+        # The events are tested at step ends: a step of arclength h moves the
+        # curve at most h, so bounding h by 1/32 of the box's smallest width
+        # leaves only excursions out of the box shallower than about
+        # h^2 kappa / 8 (kappa the curvature) unnoticed.
+        width = min(b - a for a, b in zip(lower, upper))
+        stepsize_controller = eqx.tree_at(
+            lambda c: c.dtmax,
+            stepsize_controller,
+            width / 32,
+            is_leaf=lambda x: x is None,
+        )
     out = _grow_arclength(
         flow,
         x_star,
@@ -359,7 +372,12 @@ _DOC = r"""The one-dimensional {kind} manifold of a saddle of a flow.
         (`|f|` falls to half its starting value); its length reaches `arclength`.
         A second pass saves `n_points` points equally spaced in arclength up to
         the stop, so a branch that lingers near the saddle and then races away
-        is resolved evenly, and ends on the box's boundary.
+        is resolved evenly, and ends on the box's boundary. The events are
+        tested at the ends of the solver's steps; with the default step size
+        controller the steps are at most 1/32 of the box's smallest width in
+        arclength, so only an excursion out of the box shallower than about
+        `h^2 kappa / 8` (`h` that bound, `kappa` the curvature) can go
+        unnoticed.
 
     The vector field is evaluated at `t = 0` (the flow should be autonomous).
 
