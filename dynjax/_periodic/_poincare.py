@@ -289,7 +289,7 @@ def _next_crossing(
     tnext, controller_state = controller.init(
         term, zero, t_max, x, None, targs, solver.func, error_order
     )
-    tnext = jnp.minimum(tnext, t_max)
+    tnext = jnp.minimum(tnext, t_max).astype(dtype)
     h_init = tnext
     solver_state = solver.init(term, zero, tnext, x, targs)
     dense_struct = eqx.filter_eval_shape(
@@ -352,6 +352,9 @@ def _next_crossing(
                 c.controller_state,
             )
         )
+        # (The controller computes in the default float dtype; times stay in the
+        # state's, as in `diffeqsolve`.)
+        tprev, tnext = tprev.astype(dtype), tnext.astype(dtype)
         h = c.tnext - c.tprev
         z = project(dense_info, normal)
         g_end = event(y1)
@@ -413,8 +416,8 @@ def _next_crossing(
         )
         result = RESULTS.where(keep & ~finite, RESULTS.nonfinite_state, result)
         return _Search(
-            tprev=tprev,
-            tnext=tnext,
+            tprev=tprev.astype(dtype),
+            tnext=tnext.astype(dtype),
             y=select(y1, c.y),
             g=select(g[-1], c.g),
             side=select(last_side, c.side),

@@ -3,6 +3,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
+import numpy as np
 import optimistix as optx
 from jaxtyping import Array, Complex, Float, Int
 
@@ -506,13 +507,15 @@ def find_periodic_orbit(
         )
     relaxed = period_guess is None
     if not relaxed:
-        period_guess = jnp.asarray(period_guess, dtype=x0.dtype)
-        period_guess = eqx.error_if(
-            period_guess,
-            ~(period_guess > 0),
+        message = (
             "`period_guess` must be positive and finite; pass `period_guess=None` "
-            "to estimate it from the returns of a stable cycle.",
+            "to estimate it from the returns of a stable cycle."
         )
+        if isinstance(period_guess, jax.core.Tracer):
+            period_guess = eqx.error_if(period_guess, ~(period_guess > 0), message)
+        elif not (np.isfinite(np.asarray(period_guess)) and period_guess > 0):
+            raise ValueError(message)
+        period_guess = jnp.asarray(period_guess, dtype=x0.dtype)
     double = jnp.finfo(x0.dtype).bits >= 64
     rtol = (1e-9 if double else 1e-4) if rtol is None else rtol
     atol = (1e-9 if double else 1e-4) if atol is None else atol
