@@ -86,24 +86,48 @@ _BIG = 1e10
 _ANCHOR_SAMPLES = 64
 
 
+def _integrate_at(flow, x, ts, args, solver, controller, max_steps):
+    """The trajectory from `x` at the times `ts` (`ts[0]` the start) and the
+    worst result code.
+
+    One `diffeqsolve` per interval (`SaveAt(t1=True)`) in a `lax.scan`, not one
+    with `SaveAt(ts=...)`: diffrax checks `ts` at run time with a host callback,
+    which would keep the whole compiled verb out of JAX's persistent
+    compilation cache. Forward-mode differentiable (`ForwardMode`), so
+    `jax.jacfwd` through it gives the variational equation.
+    """
+    term = dfx.ODETerm(lambda t, y, a: flow.vector_field(t, y, a))
+
+    def segment(carry, interval):
+        y, result = carry
+        t0, t1 = interval
+        sol = dfx.diffeqsolve(
+            term,
+            solver,
+            t0,
+            t1,
+            None,
+            y,
+            args=args,
+            saveat=dfx.SaveAt(t1=True),
+            stepsize_controller=controller,
+            max_steps=max_steps,
+            adjoint=dfx.ForwardMode(),
+            throw=False,
+        )
+        code = RESULTS.promote(sol.result)
+        result = RESULTS.where(result == RESULTS.successful, code, result)
+        y = sol.ys[-1]
+        return (y, result), y
+
+    (_, result), ys = jax.lax.scan(segment, (x, RESULTS.successful), (ts[:-1], ts[1:]))
+    return jnp.concatenate([x[None], ys]), result
+
+
 def _samples(flow, x, ts, args, solver, controller, max_steps):
     """The trajectory from `x` at the times `ts` (non-finite where it failed)."""
-    term = dfx.ODETerm(lambda t, y, a: flow.vector_field(t, y, a))
-    sol = dfx.diffeqsolve(
-        term,
-        solver,
-        ts[0],
-        ts[-1],
-        None,
-        x,
-        args=args,
-        saveat=dfx.SaveAt(ts=ts),
-        stepsize_controller=controller,
-        max_steps=max_steps,
-        adjoint=dfx.ForwardMode(),
-        throw=False,
-    )
-    return sol.ys
+    ys, result = _integrate_at(flow, x, ts, args, solver, controller, max_steps)
+    return jnp.where(result == RESULTS.successful, ys, jnp.nan)
 
 
 def _stop(tree):
@@ -310,24 +334,10 @@ def _find_orbit(
     x_star = X[0]
     T = period(y[-1])
     ts = jnp.linspace(0.0, T, n_save)
-    term = dfx.ODETerm(lambda t, y, a: flow.vector_field(t, y, a))
 
     def orbit(x):
-        sol_ = dfx.diffeqsolve(
-            term,
-            solver,
-            0.0,
-            T,
-            None,
-            x,
-            args=args,
-            saveat=dfx.SaveAt(ts=ts),
-            stepsize_controller=controller,
-            max_steps=ode_max_steps,
-            throw=False,
-            adjoint=dfx.ForwardMode(),
-        )
-        return sol_.ys[-1], (sol_.ys, sol_.result)
+        ys, result = _integrate_at(flow, x, ts, args, solver, controller, ode_max_steps)
+        return ys[-1], (ys, result)
 
     # One solve gives the samples and, through its tangents (the variational
     # equation), the monodromy matrix.
@@ -349,9 +359,7 @@ def _find_orbit(
         | (amplitude <= 1e-6 * scale)
         | (~converged & (T <= 0.1 * period_guess))
     )
-    integrated = (RESULTS.promote(ode_result) == RESULTS.successful) & jnp.isfinite(
-        closure
-    )
+    integrated = (ode_result == RESULTS.successful) & jnp.isfinite(closure)
     result = RESULTS.where(converged, RESULTS.successful, RESULTS.shooting_diverged)
     result = RESULTS.where(collapsed, RESULTS.period_collapsed, result)
     result = RESULTS.where(integrated, result, RESULTS.shooting_integration_failed)
