@@ -291,3 +291,24 @@ def test_negative_dt0_is_a_clear_value_error():
     with pytest.raises(ValueError, match="`dt0` must be a positive step size") as info:
         dynjax.trajectory(dynjax.systems.Lorenz(), jnp.ones(3), t1=1.0, dt0=-0.01)
     assert "Tracer" not in str(info.value)
+
+
+def test_dense_saving_under_a_persistent_cache_gives_the_same_values(tmp_path):
+    # With JAX's persistent compilation cache on, trajectories save through dense
+    # output (no host callback in the program, so it can be cached): the same
+    # interpolant at the same times, and the same gradient.
+    lorenz = dynjax.systems.Lorenz()
+    f = lambda r: dynjax.trajectory(  # noqa: E731
+        dynjax.systems.Lorenz(rho=r), jnp.ones(3), t1=1.0, n_save=11
+    ).xs[-1, 0]
+    plain = dynjax.trajectory(lorenz, jnp.ones(3), t1=20.0, n_save=201)
+    grad_plain = jax.grad(f)(28.0)
+    previous = jax.config.jax_compilation_cache_dir
+    try:
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path))
+        dense = dynjax.trajectory(lorenz, jnp.ones(3), t1=20.0, n_save=201)
+        grad_dense = jax.grad(f)(28.0)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", previous)
+    np.testing.assert_allclose(dense.xs, plain.xs, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(grad_dense, grad_plain, rtol=1e-12)
