@@ -382,3 +382,56 @@ def test_pure_callback_system_runs_every_method(method):
         dynjax.Map(lambda n, x, p: jnp.tanh(p @ x), W, d=2), x0, **kw
     )
     np.testing.assert_allclose(got.exponents, ref.exponents, rtol=1e-12)
+
+
+# --- found by a new user's first hour ----------------------------------------
+
+
+def test_grad_through_a_driven_map():
+    # x' = a u_n x: the exponent is log a + mean log|u_n| exactly, so its
+    # derivative is 1/a (reverse mode through the driven map's input pytree).
+    u = jax.random.uniform(jax.random.key(1), (300,), minval=0.5, maxval=1.5)
+    system = lambda a: dynjax.DrivenMap(lambda x, u, p: p * u * x, a, d=1)  # noqa: E731
+    grad = jax.grad(
+        lambda a: dynjax.lyapunov_spectrum(system(a), jnp.ones(1), inputs=u).exponents[
+            0
+        ]
+    )(2.0)
+    np.testing.assert_allclose(grad, 0.5, rtol=1e-12)
+    tokens = {"u": u, "id": jnp.arange(300) % 3}
+    rnn = lambda a: dynjax.DrivenMap(  # noqa: E731
+        lambda x, u, p: p * u["u"] * (1.0 + u["id"]) * x, a, d=1
+    )
+    grad = jax.grad(
+        lambda a: dynjax.finite_time_lyapunov(
+            rnn(a), jnp.ones(1), inputs=tokens, tau=100, n_windows=3
+        ).exponents.mean()
+    )(2.0)
+    np.testing.assert_allclose(grad, 0.5, rtol=1e-12)
+
+
+def test_grad_of_a_closed_over_parameter():
+    # The parameter closed over by the field rather than held as a field: the
+    # call is still recognised as differentiated. dx/dt = -a x: lambda = -a.
+    def leading(a):
+        flow = dynjax.Flow(lambda t, x, p: -a * x, d=2)
+        return dynjax.lyapunov_spectrum(flow, jnp.ones(2), t_total=5.0).exponents[0]
+
+    # (RK4 with dt = 0.01 reproduces exp(-a t) to about 1e-9 per unit time)
+    np.testing.assert_allclose(jax.grad(leading)(1.3), -1.0, rtol=1e-7)
+
+
+def test_two_directions_collapsing_in_one_step():
+    # diag(1/2, 0, 0): two directions collapse at every step (the default,
+    # matrix-free method as well as the Jacobian one).
+    F = dynjax.Map(lambda n, x, p: jnp.array([0.5 * x[0], 0 * x[1], 0 * x[2]]), d=3)
+    for method in (None, "jacobian", "matrix-free"):
+        res = dynjax.lyapunov_spectrum(F, jnp.ones(3), n_steps=50, method=method)
+        np.testing.assert_allclose(res.exponents[0], np.log(0.5), rtol=1e-12)
+        assert np.all(np.asarray(res.exponents[1:]) == -np.inf)
+
+
+def test_args_on_a_plain_function_wrapper_is_refused():
+    flow = dynjax.Flow(lambda t, x, p: -p["k"] * x)
+    with pytest.raises(ValueError, match="calls its function with `params`"):
+        dynjax.trajectory(flow, jnp.ones(2), t1=1.0, args={"k": 2.0})

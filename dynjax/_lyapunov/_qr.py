@@ -38,13 +38,19 @@ COLLAPSE_RTOL = 8.0
 def _completion(qs, d: int, dtype):
     """A unit vector orthogonal to the unit vectors `qs`.
 
-    A fixed generic vector (entries `frac(k phi)`, `phi` the golden ratio),
-    orthogonalized twice against `qs`: it lies in their span only on a set of
-    measure zero (then the result is not finite and the run reports a
-    non-finite tangent). Cheaper to compile than searching the coordinate axes.
+    A generic vector (entries `frac(k phi + j sqrt 2 (k + 1))`, `phi` the golden
+    ratio, `j = len(qs)`), orthogonalized twice against `qs`: it lies in their
+    span only on a set of measure zero (then the result is not finite and the
+    run reports a non-finite tangent). Cheaper to compile than searching the
+    coordinate axes.
     """
     golden = (1 + 5**0.5) / 2
-    v = jnp.asarray([0.5 + ((i + 1) * golden) % 1 for i in range(d)], dtype)
+    # One vector per column (the j-th completion must not lie in the span of
+    # earlier completions, which a single fixed vector would).
+    j = len(qs)
+    v = jnp.asarray(
+        [0.5 + ((i + 1) * golden + j * 2**0.5 * (i + 2)) % 1 for i in range(d)], dtype
+    )
     for _ in range(2):
         v = v - sum(_dot(q, v) * q for q in qs)
     return v / jnp.sqrt(_dot(v, v))

@@ -183,13 +183,34 @@ class _Layout(eqx.Module):
     is_driven: bool = eqx.field(static=True)
 
 
+def _closed_over(leaf, depth: int = 3) -> list:
+    """The values a function closes over (and, a few levels down, those of the
+    functions it closes over): a system written as `Flow(lambda t, x, p: -a * x)`
+    hides a differentiated `a` there."""
+    cells = getattr(leaf, "__closure__", None) or ()
+    values = []
+    for cell in cells:
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if callable(value) and depth > 0:
+            values += _closed_over(value, depth - 1)
+        else:
+            values += jax.tree.leaves(value)
+    return values
+
+
 def _tracer_kinds(tree) -> set[str]:
-    """The transformations tracing `tree`'s leaves: "batch", "forward",
-    "reverse", "trace" (an outer `jit` or other staging)."""
+    """The transformations tracing `tree`'s leaves (and the values its functions
+    close over): "batch", "forward", "reverse", "trace" (an outer `jit` or other
+    staging)."""
     from jax._src.interpreters import ad, batching
 
     kinds = set()
-    for leaf in jax.tree.leaves(tree):
+    leaves = jax.tree.leaves(tree)
+    leaves += [v for leaf in leaves if callable(leaf) for v in _closed_over(leaf)]
+    for leaf in leaves:
         while isinstance(leaf, jax.core.Tracer):
             if isinstance(leaf, batching.BatchTracer):
                 kinds.add("batch")
@@ -383,8 +404,12 @@ def _layout(
                 lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype),
                 check_inputs(inputs)[0],
             )
-        _, fn = evolution_spec(system, x_spec, u=u_spec, args=args)
-        check_reverse_differentiable(fn, x_spec, f"dynjax.{verb}")
+
+        def fn(xu):  # (the input traced too, so that it is a value, not a spec)
+            x, u = xu
+            return evolution_spec(system, x, u=u, args=args)[1](x)
+
+        check_reverse_differentiable(fn, (x_spec, u_spec), f"dynjax.{verb}")
     if method is None:
         # Measured on CPU (benchmarks/lyapunov.py, 1e5 steps): Lorenz with QR
         # every 10 steps, 3.4x to 4x faster with the Jacobian method (k = 3);

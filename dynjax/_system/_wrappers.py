@@ -9,6 +9,20 @@ from ._base import AbstractDrivenMap, AbstractFlow, AbstractMap
 from ._coordinates import check_coordinate_periods, check_state_names
 
 
+def _no_args(system, args) -> None:
+    """A plain-function wrapper passes its `params`, not `args`: refuse `args`
+    rather than drop it."""
+    if args is not None:
+        name = type(system).__name__
+        raise ValueError(
+            f"`dynjax.{name}` calls its function with `params` (the wrapper's "
+            f"field), not with the verb's `args`, so `args` would be ignored. "
+            f"Put the values in `params` (`dynjax.{name}(f, params)`; they stay "
+            "differentiable and vmappable), or subclass the abstract system to "
+            "receive `args`."
+        )
+
+
 class Flow(AbstractFlow):
     """A flow from a plain function, `dx/dt = f(t, x, params)`.
 
@@ -57,7 +71,7 @@ class Flow(AbstractFlow):
         self.coordinate_periods = check_coordinate_periods(coordinate_periods, d)
 
     def vector_field(self, t: RealScalarLike, x: State, args: Args = None) -> State:
-        del args
+        _no_args(self, args)
         return self.f(t, x, self.params)
 
 
@@ -97,7 +111,7 @@ class Map(AbstractMap):
         self.coordinate_periods = check_coordinate_periods(coordinate_periods, d)
 
     def step(self, n: IntScalarLike, x: State, args: Args = None) -> State:
-        del args
+        _no_args(self, args)
         return self.F(n, x, self.params)
 
 
@@ -139,5 +153,5 @@ class DrivenMap(AbstractDrivenMap):
         self.coordinate_periods = check_coordinate_periods(coordinate_periods, d)
 
     def step(self, x: State, u: Input, args: Args = None) -> State:
-        del args
+        _no_args(self, args)
         return self.F(x, u, self.params)
