@@ -25,7 +25,9 @@ class Trajectory(eqx.Module):
     - `result`: a `dynjax.RESULTS` code; `successful` unless `throw=False` and
         the integration failed or the state became non-finite.
     - `stats`: solver statistics (for flows, diffrax's `num_steps`,
-        `num_accepted_steps`, `num_rejected_steps`, `max_steps`).
+        `num_accepted_steps`, `num_rejected_steps`, `max_steps`, and `t_stop`,
+        the time the integration reached, and `size_at_stop`, the largest
+        `|x_i|` there: after a finite-time blow-up, where it stopped).
     """
 
     ts: Float[Array, " T"] | Int[Array, " T"]

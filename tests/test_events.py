@@ -177,3 +177,24 @@ def test_event_errors():
         ball, x0, plane, 1, max_steps=1, throw=False, direction=-1
     )
     assert sec.result == RESULTS.max_steps_reached
+
+
+def test_missing_crossings_are_nan_and_the_error_counts_them():
+    # A ball thrown from (0, 1) peaks at y = 1/2: it crosses y = 0.3 twice and
+    # never y = 0.6. Asking for three crossings of y = 0.3: two are found, the
+    # third row is NaN (not the state where the search stopped).
+    ball = dynjax.Flow(lambda t, x, p: jnp.stack([x[1], -jnp.ones_like(x[1])]), d=2)
+    plane = (jnp.array([1.0, 0.0]), 0.3)
+    sec = dynjax.poincare_section(
+        ball, jnp.array([0.0, 1.0]), plane, 3, direction=0, t_max=5.0, throw=False
+    )
+    assert sec.result == dynjax.RESULTS.no_crossing
+    np.testing.assert_allclose(
+        sec.times[:2], [1 - np.sqrt(0.4), 1 + np.sqrt(0.4)], rtol=1e-10
+    )
+    assert np.all(np.isnan(np.asarray(sec.points[2])))
+    assert np.isnan(float(sec.times[2]))
+    with pytest.raises(eqx.EquinoxRuntimeError, match="2 of 3 crossings were found"):
+        dynjax.poincare_section(
+            ball, jnp.array([0.0, 1.0]), plane, 3, direction=0, t_max=5.0
+        )

@@ -716,6 +716,7 @@ def _run_chunked(system, x0, args, inputs, state, key, dt, solver, layout, count
             _, state, _, c = call(prelude, state)
             code = RESULTS.where(code == RESULTS.successful, c, code)
             pos += counts["transient"] + counts["warmup"] * interval
+            bar.set_postfix_str("")
         elapsed0 = float(state.elapsed)
         left = n_full
         while True:
@@ -864,10 +865,13 @@ def lyapunov_spectrum(
     - `solver`: flows only; `None` for the built-in fixed-step RK4, or a diffrax
         solver (e.g. `diffrax.Tsit5()`) stepped with the fixed step `dt`.
     - `state`: a `LyapunovState` from a previous result, to resume (the transient
-        and warm-up are then skipped).
+        and warm-up are then skipped; the first resumed call compiles once more,
+        for the state's structure).
     - `key`: a PRNG key for the random initial tangent block (default `key(0)`).
-    - `method`: how tangents are propagated; both compute the same numbers up
-        to rounding.
+    - `method`: how tangents are propagated; both are the same computation in
+        a different order, so they agree to rounding (for a chaotic system the
+        rounding differences grow along the orbit, and long runs then agree
+        only statistically, to the accuracy of the estimate).
         - `"matrix-free"`: the `(d, k)` block step by step with vmapped jvps, at
             a cost proportional to k.
         - `"jacobian"`: parallel in time. The orbit first (state only, the cheap

@@ -12,7 +12,7 @@ from jaxtyping import Array, Float
 
 from .._custom_types import Args, IntScalarLike, RealScalarLike, State, StateLike
 from .._misc import as_param
-from .._results import RESULTS
+from .._results import raise_if_failed, RESULTS
 from .._system import AbstractFlow, AbstractMap
 from .._system._checks import conform
 
@@ -549,7 +549,8 @@ class PoincareSection(eqx.Module):
     - `return_times`: times between successive crossings (the first is measured
         from `t0`), shape `(n_crossings,)`.
     - `result`: a `dynjax.RESULTS` code (`no_crossing` if some crossing was not
-        found within `t_max`).
+        found within `t_max`). With `throw=False`, the rows from the first
+        crossing that was not found on are `NaN`.
     """
 
     points: Float[Array, "n d"]
@@ -572,7 +573,6 @@ def _section(
     solver,
     controller,
     max_steps,
-    throw,
 ):
     def body(carry, _):
         t, x, result = carry
@@ -590,13 +590,18 @@ def _section(
             max_steps,
         )
         result = RESULTS.where(result == RESULTS.successful, r, result)
-        return (t_next, x_next, result), (t_next, x_next, t_next - t)
+        found = result == RESULTS.successful
+        return (t_next, x_next, result), (t_next, x_next, t_next - t, found)
 
-    (_, _, result), (times, points, returns) = jax.lax.scan(
+    (_, _, result), (times, points, returns, found) = jax.lax.scan(
         body, (t0, x0, RESULTS.successful), None, length=n
     )
-    # `throw` is traced, so both settings share one compilation.
-    points = result.error_if(points, throw & (result != RESULTS.successful))
+    # Rows from the first failed search on are not crossings: NaN, not the state
+    # where the search stopped (`result` says why).
+    nan = jnp.asarray(jnp.nan, points.dtype)
+    points = jnp.where(found[:, None], points, nan)
+    times = jnp.where(found, times, nan)
+    returns = jnp.where(found, returns, nan)
     return PoincareSection(
         points=points, times=times, return_times=returns, result=result
     )
@@ -699,7 +704,7 @@ def poincare_section(
     _prepare(solver, controller)
     t0 = jnp.asarray(t0, dtype=x0.dtype)
     t_max = jnp.asarray(t_max, dtype=x0.dtype)
-    return _section(
+    sec = _section(
         flow,
         x0,
         t0,
@@ -712,8 +717,16 @@ def poincare_section(
         solver,
         controller,
         max_steps,
-        jnp.asarray(throw),
     )
+    if throw:
+
+        def details(section):
+            n_found = int(np.sum(np.isfinite(np.asarray(section.times))))
+            return f"({n_found} of {n_crossings} crossings were found.)"
+
+        points = raise_if_failed(sec.result, sec.points, details=lambda _: details(sec))
+        sec = eqx.tree_at(lambda s: s.points, sec, points)
+    return sec
 
 
 class PoincareMap(AbstractMap):

@@ -560,11 +560,23 @@ def find_periodic_orbit(
                     "on an equilibrium, be chaotic, or wind around a periodic "
                     "coordinate. Pass a `period_guess`, or raise `max_period`.)"
                 )
+            where = (
+                "the relaxation onto the attractor (`period_guess=None`, already "
+                "in use) estimated"
+                if relaxed
+                else "from the guess"
+            )
             return (
-                f"(Period {float(orbit.period):.6g} from the guess "
+                f"(Period {float(orbit.period):.6g}; {where} "
                 f"{float(orbit.period_guess):.6g}; closure residual "
                 f"{float(orbit.residual):.3g} after {int(orbit.num_steps)} "
-                "iterations.)"
+                "iterations."
+                + (
+                    " The cycle may be unstable or absent: give `x0` and "
+                    "`period_guess` explicitly.)"
+                    if relaxed
+                    else ")"
+                )
             )
 
         orbit = raise_if_failed(orbit.result, orbit, details)
