@@ -134,10 +134,21 @@ def test_float64_state_float32_parameters_computes_in_float64():
     np.testing.assert_allclose(spec.exponents.sum(), -(11 + 8 / 3), rtol=2e-5)
 
 
+class _Decay(dynjax.AbstractFlow):
+    d = 1
+
+    def vector_field(self, t, x, args=None):
+        return -args * x
+
+
 def test_float64_args_with_float32_state_warn():
-    f = dynjax.Flow(lambda t, x, p: -x, d=1)
+    # `args` are cast to the state's dtype too: float64 args, a float32 state.
     with pytest.warns(UserWarning, match="`args`"):
-        dynjax.trajectory(f, jnp.ones(1, jnp.float32), t1=1.0, args=jnp.ones(2))
+        sol = dynjax.trajectory(
+            _Decay(), jnp.ones(1, jnp.float32), t1=1.0, n_save=2, args=jnp.asarray(2.0)
+        )
+    assert sol.xs.dtype == jnp.float32
+    np.testing.assert_allclose(sol.xs[-1], [np.exp(-2.0)], rtol=1e-4)
 
 
 # --- item 9: the float32 warning's wording and stack level --------------------

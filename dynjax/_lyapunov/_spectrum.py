@@ -528,7 +528,7 @@ def _finish(state, row_sums, row_steps_, elapsed0, dt, code, stats, layout):
     if concrete:
         order = np.argsort(-history[-1], stable=True)
     else:
-        order = jnp.argsort(-history[-1])
+        order = _descending_order(history[-1])
     history = history[:, order]
     exponents = history[-1]
     if concrete:  # (NumPy to JAX once, no eager JAX indexing)
@@ -543,6 +543,18 @@ def _finish(state, row_sums, row_steps_, elapsed0, dt, code, stats, layout):
     )
 
 
+def _descending_order(v):
+    """`argsort(-v)`, stable, by ranks (`k^2` comparisons): XLA compiles its sort
+    on CPU into a large kernel, this into a few small ones."""
+    k = v.shape[0]
+    i = jnp.arange(k)
+    before = (v[None, :] > v[:, None]) | (
+        (v[None, :] == v[:, None]) & (i[None, :] < i[:, None])
+    )
+    rank = jnp.sum(before, axis=1)
+    return jnp.sum(jnp.where(rank[None, :] == i[:, None], i[None, :], 0), axis=1)
+
+
 def _stats(counts, interval, include_prelude=True):
     return {
         "num_steps": counts["full"] * interval + counts["rem"],
@@ -553,10 +565,15 @@ def _stats(counts, interval, include_prelude=True):
 
 
 def _as_counts(counts):
-    """Integer counts as one int32 array (one transfer to the device); unpack
-    them inside `jit` with `_unpack`."""
+    """Integer counts as one int32 array (one transfer to the device, cached);
+    unpack them inside `jit` with `_unpack`."""
     names = sorted(counts)
-    return jax.device_put(np.asarray([counts[n] for n in names], np.int32))
+    return _counts_on_device(tuple(int(counts[n]) for n in names))
+
+
+@functools.lru_cache(maxsize=256)
+def _counts_on_device(values: tuple):
+    return jax.device_put(np.asarray(values, np.int32))
 
 
 def _unpack(values, names):
@@ -569,10 +586,9 @@ _COUNTS = ("transient", "warmup", "full", "rem")
 
 @eqx.filter_jit
 def _spectrum_dynamic(
-    system, x0, args, inputs, state, key, dt, solver, counts, ends, layout
+    system, x0, args, inputs, state, key, dt, solver, counts, ends, steps, layout
 ):
-    """The compiled part of an eager call: `(elapsed0, dt, state, row_sums,
-    code)`; `_finish` runs outside."""
+    """An eager call's compiled program, run lengths traced (`run_dynamic`)."""
     tangent, state0, dt, args, inputs = _prepare(
         system, x0, args, inputs, state, key, dt, solver, layout
     )
@@ -590,7 +606,8 @@ def _spectrum_dynamic(
         hold_first=layout.hold_every == 0,
         input_offset=jnp.zeros((), jnp.int32),
     )
-    return state0.elapsed, jnp.asarray(dt, state0.elapsed.dtype), state1, row_sums, code
+    dt = jnp.asarray(dt, state0.elapsed.dtype)
+    return _finish(state1, row_sums, steps, state0.elapsed, dt, code, {}, layout)
 
 
 def _row_schedule(counts, layout):
@@ -605,6 +622,11 @@ def _row_schedule_cached(n_full: int, rem: int, interval: int, n_rows: int):
     ends = row_ends(int(n_full + (rem > 0)), n_rows)
     steps = row_steps(ends, n_full, rem, interval)
     return jax.device_put(ends.astype(np.int32)), steps
+
+
+@functools.lru_cache(maxsize=64)
+def _row_steps_on_device(n_full: int, rem: int, interval: int, n_rows: int):
+    return jax.device_put(_row_schedule_cached(n_full, rem, interval, n_rows)[1])
 
 
 @eqx.filter_jit
@@ -962,14 +984,19 @@ def lyapunov_spectrum(
             throw, progress,
         )  # fmt: skip
     if dynamic:
-        ends, steps = _row_schedule(counts, layout)
-        elapsed0, dt_used, state1, row_sums, code = _spectrum_dynamic(
+        ends, _ = _row_schedule(counts, layout)
+        key_ = (counts["full"], counts["rem"], layout.interval, layout.n_history)
+        result = _spectrum_dynamic(
             system, x0, args, inputs, state, key, dt_arg, solver,
-            _as_counts(counts), ends, layout,
+            _as_counts(counts), ends, _row_steps_on_device(*key_), layout,
         )  # fmt: skip
-        stats = _stats(counts, layout.interval)
-        result = _finish(
-            state1, row_sums, steps, elapsed0, dt_used, code, stats, layout
+        result = LyapunovResult(
+            exponents=result.exponents,
+            history=result.history,
+            times=result.times,
+            state=result.state,
+            result=result.result,
+            stats=_stats(counts, layout.interval),
         )
     else:
         result = _spectrum_fixed(
