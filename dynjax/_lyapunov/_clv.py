@@ -11,8 +11,13 @@ from .._custom_types import Args, Inputs, StateLike
 from .._misc import is_concrete
 from .._results import raise_if_failed, RESULTS
 from .._system import AbstractFlow, AbstractSystem
-from ._drive import run_fixed
-from ._spectrum import _conform, _layout, _prepare, initial_frame
+from ._spectrum import (
+    _conform,
+    _layout,
+    _prepare,
+    initial_frame,
+    run_fixed_layout,
+)
 
 
 class CovariantLyapunovVectors(eqx.Module):
@@ -41,21 +46,10 @@ def _clv(system, x0, args, inputs, key, dt, solver, counts, layout, n_samples):
     tangent, state0, dt, args, inputs = _prepare(
         system, x0, args, inputs, None, key, dt, solver, layout
     )
-    state, cum, steps, code, (_, (ts, xs, Qs, Rs)) = run_fixed(
-        tangent,
-        state0,
-        dt,
-        inputs,
-        args,
-        n_transient=counts["transient"],
-        n_warmup=counts["warmup"],
-        interval=layout.interval,
-        n_blocks=counts["full"],
-        remainder=0,
-        method="matrix-free",
-        hold_every=layout.hold_every,
-        store_qr=True,
-    )
+    state, cum, steps, code, (_, (ts, xs, Qs, Rs)) = run_fixed_layout(
+        tangent, state0, dt, inputs, args, counts, layout, remainder=0,
+        method="matrix-free", store_qr=True,
+    )  # fmt: skip
     times = state0.elapsed + dt * steps.astype(state0.elapsed.dtype)
     # A collapsed direction (R_jj = 0, a map's singular Jacobian) has no
     # covariant vector: R is not invertible.

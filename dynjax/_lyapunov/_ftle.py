@@ -11,8 +11,14 @@ from .._custom_types import Args, Inputs, StateLike
 from .._misc import is_concrete
 from .._results import raise_if_failed, RESULTS
 from .._system import AbstractFlow, AbstractSystem
-from ._drive import run_fixed
-from ._spectrum import _conform, _layout, _prepare, initial_frame, LyapunovState
+from ._spectrum import (
+    _conform,
+    _layout,
+    _prepare,
+    initial_frame,
+    LyapunovState,
+    run_fixed_layout,
+)
 
 
 class FiniteTimeLyapunov(eqx.Module):
@@ -43,19 +49,8 @@ def _ftle(system, x0, args, inputs, state, key, dt, solver, counts, layout, wind
     tangent, state0, dt, args, inputs = _prepare(
         system, x0, args, inputs, state, key, dt, solver, layout
     )
-    state1, _, steps, code, (log_r, _) = run_fixed(
-        tangent,
-        state0,
-        dt,
-        inputs,
-        args,
-        n_transient=counts["transient"],
-        n_warmup=counts["warmup"],
-        interval=layout.interval,
-        n_blocks=counts["full"],
-        remainder=0,
-        method=layout.method,
-        hold_every=layout.hold_every,
+    state1, _, steps, code, (log_r, _) = run_fixed_layout(
+        tangent, state0, dt, inputs, args, counts, layout, remainder=0
     )
     blocks_per_window = counts["full"] // windows
     tau = dt * (blocks_per_window * layout.interval)

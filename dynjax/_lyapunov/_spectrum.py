@@ -584,14 +584,14 @@ def _unpack(values, names):
 _COUNTS = ("transient", "warmup", "full", "rem")
 
 
-@eqx.filter_jit
-def _spectrum_dynamic(
-    system, x0, args, inputs, state, key, dt, solver, counts, ends, steps, layout
-):
-    """An eager call's compiled program, run lengths traced (`run_dynamic`)."""
+def _traced_run(system, x0, args, inputs, state, key, dt, solver, counts, ends,
+                offsets, layout, hold_first):  # fmt: skip
+    """`run_dynamic` from the inputs of a compiled entry (inside `jit`):
+    `(state0, dt, state1, row_sums, code)`."""
     tangent, state0, dt, args, inputs = _prepare(
         system, x0, args, inputs, state, key, dt, solver, layout
     )
+    offsets = _unpack(offsets, ("acc", "input"))
     state1, row_sums, code = run_dynamic(
         tangent,
         state0,
@@ -602,12 +602,37 @@ def _spectrum_dynamic(
         interval=layout.interval,
         method=layout.method,
         ends=ends,
-        acc_offset=jnp.zeros((), jnp.int32),
-        hold_first=layout.hold_every == 0,
-        input_offset=jnp.zeros((), jnp.int32),
+        acc_offset=offsets["acc"],
+        hold_first=hold_first,
+        input_offset=offsets["input"],
     )
-    dt = jnp.asarray(dt, state0.elapsed.dtype)
+    return state0, jnp.asarray(dt, state0.elapsed.dtype), state1, row_sums, code
+
+
+@eqx.filter_jit
+def _spectrum_dynamic(
+    system, x0, args, inputs, state, key, dt, solver, counts, ends, steps, layout
+):
+    """An eager call's compiled program, run lengths traced (`run_dynamic`)."""
+    state0, dt, state1, row_sums, code = _traced_run(
+        system, x0, args, inputs, state, key, dt, solver, counts, ends,
+        jnp.zeros((2,), jnp.int32), layout, layout.hold_every == 0,
+    )  # fmt: skip
     return _finish(state1, row_sums, steps, state0.elapsed, dt, code, {}, layout)
+
+
+def run_fixed_layout(tangent, state, dt, inputs, args, counts, layout, **kwargs):
+    """`run_fixed` with a layout's lengths and options (keywords override)."""
+    options = dict(
+        n_transient=counts["transient"],
+        n_warmup=counts["warmup"],
+        interval=layout.interval,
+        n_blocks=counts["full"],
+        remainder=counts["rem"],
+        method=layout.method,
+        hold_every=layout.hold_every,
+    )
+    return run_fixed(tangent, state, dt, inputs, args, **(options | kwargs))
 
 
 def _row_schedule(counts, layout):
@@ -634,19 +659,8 @@ def _spectrum_fixed(system, x0, args, inputs, state, key, dt, solver, counts, la
     tangent, state0, dt, args, inputs = _prepare(
         system, x0, args, inputs, state, key, dt, solver, layout
     )
-    state1, cum, steps, code, _ = run_fixed(
-        tangent,
-        state0,
-        dt,
-        inputs,
-        args,
-        n_transient=counts["transient"],
-        n_warmup=counts["warmup"],
-        interval=layout.interval,
-        n_blocks=counts["full"],
-        remainder=counts["rem"],
-        method=layout.method,
-        hold_every=layout.hold_every,
+    state1, cum, steps, code, _ = run_fixed_layout(
+        tangent, state0, dt, inputs, args, counts, layout
     )
     n_acc = counts["full"] + (counts["rem"] > 0)
     rows = row_ends(int(n_acc), layout.n_history) - 1
@@ -661,24 +675,11 @@ def _piece(
     system, x0, args, inputs, state, key, dt, solver, counts, ends, offsets, layout
 ):
     """One compiled chunk of a progress-bar run (`run_dynamic`)."""
-    tangent, state0, dt, args, inputs = _prepare(
-        system, x0, args, inputs, state, key, dt, solver, layout
-    )
-    state1, row_sums, code = run_dynamic(
-        tangent,
-        state0,
-        dt,
-        inputs,
-        args,
-        _unpack(counts, _COUNTS),
-        interval=layout.interval,
-        method=layout.method,
-        ends=ends,
-        acc_offset=_unpack(offsets, ("acc", "input"))["acc"],
-        hold_first=False,
-        input_offset=_unpack(offsets, ("acc", "input"))["input"],
-    )
-    return jnp.asarray(dt, state0.elapsed.dtype), state1, row_sums, code
+    _, dt, state1, row_sums, code = _traced_run(
+        system, x0, args, inputs, state, key, dt, solver, counts, ends, offsets,
+        layout, False,
+    )  # fmt: skip
+    return dt, state1, row_sums, code
 
 
 def _run_chunked(system, x0, args, inputs, state, key, dt, solver, layout, counts,
