@@ -8,7 +8,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from .._custom_types import Args, RealScalarLike
 from .._results import raise_if_failed, RESULTS
-from .._system._checks import conform
+from .._system._checks import check_finite, conform
 from .._system._coordinates import _periods_array, state_difference
 from .._system._jacobian import differentiation_mode
 from ._linearize import _evolution
@@ -392,11 +392,10 @@ def find_equilibria(
     system, _, args = conform(
         system, guesses[0], verb="find_equilibria", args=args, t=t, name="guesses[0]"
     )
-    message = "`guesses` contain non-finite values (NaN or inf); pass finite guesses."
-    if isinstance(guesses, jax.core.Tracer):
-        guesses = eqx.error_if(guesses, jnp.any(~jnp.isfinite(guesses)), message)
-    elif not np.all(np.isfinite(np.asarray(guesses))):
-        raise ValueError(message)
+    guesses = check_finite(
+        guesses,
+        "`guesses` contain non-finite values (NaN or inf); pass finite guesses.",
+    )
     double = jnp.finfo(guesses.dtype).bits >= 64
     rtol = (1e-10 if double else 1e-4) if rtol is None else rtol
     atol = (1e-10 if double else 1e-4) if atol is None else atol

@@ -104,14 +104,19 @@ def check_state(x0, d: int | None, name: str = "x0"):
             f"Pass a state of shape ({d},)."
         )
     message = f"`{name}` contains non-finite values (NaN or inf); pass a finite state."
-    if isinstance(x0, jax.core.Tracer):
-        return eqx.error_if(x0, jnp.any(~jnp.isfinite(x0)), message)
-    # A concrete state is checked here, so that no run-time check (a host
-    # callback, which keeps a program out of JAX's persistent compilation cache)
-    # is compiled into the verb.
-    if not np.all(np.isfinite(np.asarray(x0))):
+    return check_finite(x0, message)
+
+
+def check_finite(x, message: str):
+    """`x` checked to be finite: a concrete value here (`ValueError`), so that no
+    run-time check (a host callback, which keeps a program out of JAX's
+    persistent compilation cache) is compiled into the verb; a traced one with
+    `eqx.error_if` (`EquinoxRuntimeError` when the computation runs)."""
+    if isinstance(x, jax.core.Tracer):
+        return eqx.error_if(x, jnp.any(~jnp.isfinite(x)), message)
+    if not np.all(np.isfinite(np.asarray(x))):
         raise ValueError(message)
-    return x0
+    return x
 
 
 def _is_float_leaf(leaf) -> bool:
