@@ -184,33 +184,9 @@ def _modified_gram_schmidt(W, rtol=COLLAPSE_RTOL, complete=True):
     return jnp.stack(qs, axis=1), jnp.stack(norms)
 
 
-# Above this ratio of the largest to the smallest R_ii a second pass is run.
+# Above this ratio of the largest to the smallest R_ii, `qr_chain` reruns with
+# Householder QR.
 _REORTHOGONALIZE = 1e4
-
-
-def qr_diag_small(
-    W: Float[Array, "d k"], rtol: float = COLLAPSE_RTOL
-) -> tuple[Float[Array, "d k"], Float[Array, " k"]]:
-    """`Q` and `diag(R)` of `W = Q R` (`R_ii >= 0`) for tiny blocks (d <= 4).
-
-    Modified Gram-Schmidt: its `R` is backward stable, and `Q` loses
-    orthogonality in proportion to `eps cond(W)` (Bjorck 1967). When the `R_ii`
-    span more than `1e4` a second pass on `Q` restores orthogonality to working
-    precision ("twice is enough", Giraud et al. 2005); it runs under `lax.cond`,
-    so a well-conditioned block costs one pass (its `Q` is then orthonormal to
-    about `1e4 eps`; a Lorenz block of 10 steps spans about 5). In a chain, use
-    `qr_chain`, which keeps the guard out of the loop. Collapsed columns as in
-    `qr_positive` (`R_jj = 0`).
-    """
-    Q, diag = _modified_gram_schmidt(W, rtol)
-
-    def again(Q, diag):
-        # Q is orthonormal up to eps cond and has no collapsed column.
-        Q, diag2 = _modified_gram_schmidt(Q, complete=False)
-        return Q, diag * diag2
-
-    well = jnp.min(diag) * _REORTHOGONALIZE > jnp.max(diag)
-    return jax.lax.cond(well, lambda Q, diag: (Q, diag), again, Q, diag)
 
 
 def qr_chain(
