@@ -163,20 +163,17 @@ _GS_MAX_K = 32
 _TALL = 64
 
 
-def _modified_gram_schmidt(W, rtol=COLLAPSE_RTOL, complete=True):
-    # Each normalized column is removed from all later columns at once (rank-1
-    # updates), which XLA fuses into few kernels. Without `complete`, a collapsed
-    # column is not detected (its R_jj is rounding noise, or 0 with a NaN
-    # column): for `qr_chain`'s fast pass, whose guard then reruns the chain.
+def _modified_gram_schmidt(W):
+    # `qr_chain`'s fast pass: one pass of modified Gram-Schmidt. Each normalized
+    # column is removed from all later columns at once (rank-1 updates), which
+    # XLA fuses into few kernels. A collapsed column is not detected here (its
+    # R_jj is rounding noise, or 0 with a NaN column): the chain's guard then
+    # reruns it with `householder`.
     cols = [W[:, j] for j in range(W.shape[1])]
-    column_norms = [_norm(v) for v in cols] if complete else None
     qs, norms = [], []
     for j, v in enumerate(cols):
-        if complete:
-            q, norm = _finish_column(v, _norm(v), column_norms[j], qs, rtol)
-        else:
-            norm = jnp.sqrt(_dot(v, v))
-            q = v / norm
+        norm = jnp.sqrt(_dot(v, v))
+        q = v / norm
         qs.append(q)
         norms.append(norm)
         for i in range(j + 1, len(cols)):
@@ -247,7 +244,7 @@ def qr_chain(
             return Q, jnp.diagonal(R)
 
         return chain(qr_full)
-    Q1, diags = chain(lambda W: _modified_gram_schmidt(W, complete=False))
+    Q1, diags = chain(_modified_gram_schmidt)
     valid = jnp.arange(n) < (n if n_valid is None else n_valid)
     # (NaN compares false: a collapsed column's 0 / 0 also reruns.)
     lo = jnp.min(diags, axis=1) * _REORTHOGONALIZE

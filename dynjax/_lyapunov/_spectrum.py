@@ -24,7 +24,11 @@ from .._misc import check_inputs, input_at, is_concrete
 from .._results import raise_if_failed, RESULTS
 from .._system import AbstractDrivenMap, AbstractFlow, AbstractSystem
 from .._system._checks import check_state, conform, evolution_spec
-from .._system._jacobian import check_reverse_differentiable, differentiation_mode
+from .._system._jacobian import (
+    check_reverse_differentiable,
+    differentiation_mode,
+    tracer_kinds,
+)
 from ._drive import row_ends, row_steps, run_dynamic, run_fixed
 from ._fuse import merge_default
 from ._tangent import tangent_system
@@ -181,50 +185,6 @@ class _Layout(eqx.Module):
     dt_value: float | None = eqx.field(static=True)
     is_flow: bool = eqx.field(static=True)
     is_driven: bool = eqx.field(static=True)
-
-
-def _closed_over(leaf, depth: int = 3) -> list:
-    """The values a function closes over (and, a few levels down, those of the
-    functions it closes over): a system written as `Flow(lambda t, x, p: -a * x)`
-    hides a differentiated `a` there."""
-    cells = getattr(leaf, "__closure__", None) or ()
-    values = []
-    for cell in cells:
-        try:
-            value = cell.cell_contents
-        except ValueError:  # an empty cell
-            continue
-        if callable(value) and depth > 0:
-            values += _closed_over(value, depth - 1)
-        else:
-            values += jax.tree.leaves(value)
-    return values
-
-
-def _tracer_kinds(tree) -> set[str]:
-    """The transformations tracing `tree`'s leaves (and the values its functions
-    close over): "batch", "forward", "reverse", "trace" (an outer `jit` or other
-    staging)."""
-    from jax._src.interpreters import ad, batching
-
-    kinds = set()
-    leaves = jax.tree.leaves(tree)
-    leaves += [v for leaf in leaves if callable(leaf) for v in _closed_over(leaf)]
-    for leaf in leaves:
-        while isinstance(leaf, jax.core.Tracer):
-            if isinstance(leaf, batching.BatchTracer):
-                kinds.add("batch")
-                leaf = leaf.val
-            elif isinstance(leaf, ad.JVPTracer):
-                kinds.add("forward")
-                leaf = leaf.primal
-            elif isinstance(leaf, getattr(ad, "LinearizeTracer", ())):
-                kinds.add("reverse")
-                leaf = leaf.primal
-            else:
-                kinds.add("trace")
-                break
-    return kinds
 
 
 def _shape(x) -> tuple[int, ...]:
@@ -392,7 +352,7 @@ def _layout(
             raise ValueError("`inputs` is only for driven maps (`AbstractDrivenMap`).")
         n_steps = 10_000 if n_steps is None else n_steps
     n_steps = _check_int("n_steps", n_steps, 1)
-    kinds = _tracer_kinds((system, x0, args, dt, state, key, inputs))
+    kinds = tracer_kinds((system, x0, args, dt, state, key, inputs))
     differentiated = bool(kinds & {"forward", "reverse"})
     if "reverse" in kinds:
         # `jax.grad` cannot go through a `lax.while_loop` in the system: say so
@@ -975,7 +935,7 @@ def lyapunov_spectrum(
     if state is None:
         key = initial_frame(key, x0.shape[0], layout.k, x0.dtype)
     if progress:
-        if not dynamic or _tracer_kinds((system, x0, args, state)):
+        if not dynamic or tracer_kinds((system, x0, args, state)):
             raise ValueError(
                 "`progress` runs compiled chunks from Python and cannot be used "
                 "under `jit`/`vmap`/`grad`; pass `progress=False`."

@@ -419,6 +419,48 @@ def _is_differentiated(leaf: Any, reverse_only: bool) -> bool:
     return False
 
 
+def _closed_over(leaf, depth: int = 3) -> list:
+    """The values a function closes over (and, a few levels down, those of the
+    functions it closes over): a system written as `Flow(lambda t, x, p: -a * x)`
+    hides a differentiated `a` there."""
+    cells = getattr(leaf, "__closure__", None) or ()
+    values = []
+    for cell in cells:
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if callable(value) and depth > 0:
+            values += _closed_over(value, depth - 1)
+        else:
+            values += jax.tree.leaves(value)
+    return values
+
+
+def tracer_kinds(tree: PyTree) -> set[str]:
+    """The transformations tracing `tree`'s leaves (and the values its functions
+    close over): "batch", "forward", "reverse", "trace" (an outer `jit` or other
+    staging)."""
+    kinds = set()
+    leaves = jax.tree.leaves(tree)
+    leaves += [v for leaf in leaves if callable(leaf) for v in _closed_over(leaf)]
+    for leaf in leaves:
+        while isinstance(leaf, core.Tracer):
+            if isinstance(leaf, batching.BatchTracer):
+                kinds.add("batch")
+                leaf = leaf.val
+            elif _is_differentiated(leaf, reverse_only=True):
+                kinds.add("reverse")
+                leaf = leaf.primal
+            elif isinstance(leaf, ad.JVPTracer):
+                kinds.add("forward")
+                leaf = leaf.primal
+            else:
+                kinds.add("trace")
+                break
+    return kinds
+
+
 def is_reverse_differentiated(tree: PyTree) -> bool:
     """Whether some leaf of `tree` is being differentiated in reverse mode.
 
@@ -442,13 +484,14 @@ def is_reverse_differentiated(tree: PyTree) -> bool:
 
     **Arguments:**
 
-    - `tree`: any pytree (non-array leaves are ignored).
+    - `tree`: any pytree (functions among its leaves are looked into for the
+        values they close over; other non-array leaves are ignored).
 
     **Returns:**
 
     A Python `bool`.
     """
-    return any(_is_differentiated(leaf, True) for leaf in jax.tree.leaves(tree))
+    return "reverse" in tracer_kinds(tree)
 
 
 def check_reverse_differentiable(fn: Callable, x: PyTree, what: str) -> None:
