@@ -64,6 +64,17 @@ from ._system import (
     Map as Map,
     state_difference as state_difference,
 )
+from ._training import (
+    fit as fit,
+    FitInterrupted as FitInterrupted,
+    FitResult as FitResult,
+    load_model as load_model,
+    save_model as save_model,
+)
+
+
+# --- neural / diffusion --- (re-exports of dynjax/_neural and dynjax/_diffusion)
+# --- end neural / diffusion ---
 
 
 try:

@@ -86,6 +86,12 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportRedeclaration]
         "implicit solver, e.g. `solver=diffrax.Kvaerno5()`; or raise `ode_max_steps`, "
         "or give a period guess closer to the true one."
     )
+    nonfinite_loss = (
+        "The training loss or its gradient became non-finite (NaN or inf); training "
+        "stopped and the last finite model was kept. Lower the learning rate, clip "
+        "gradients (`optax.clip_by_global_norm`), or check the loss for log(0) and "
+        "division by zero."
+    )
 
 
 def is_traced(tree) -> bool:

@@ -1,0 +1,329 @@
+"""The optax training engine behind every dynjax verb that trains a model."""
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+
+from .._results import RESULTS
+from .._system._checks import user_stacklevel
+
+
+class FitResult(eqx.Module):
+    """The outcome of `dynjax.fit` (and of the verbs built on it).
+
+    **Attributes:**
+
+    - `model`: the trained model (a Module of the same structure as the one
+        passed in). After a non-finite loss, gradient or update it is the last
+        finite model.
+    - `losses`: the training loss at every step done, shape `(n_steps,)`, in
+        the loss's own units (the loss is evaluated before that step's update).
+        After a non-finite loss the last entry is that loss.
+    - `opt_state`: the optax state after the last update.
+    - `key`: the PRNG key the next step would use.
+    - `n_steps`: the number of steps done (updates applied, plus the one
+        rejected step after a non-finite loss), an `int`.
+    - `result`: `RESULTS.successful`, or `RESULTS.nonfinite_loss`.
+    - `stopped_at`: the 0-based global step whose loss or gradient was
+        non-finite, or `-1`.
+
+    Pass it back as `dynjax.fit(..., resume=result)` to continue training:
+    model, optimizer state, key and loss history carry on.
+    """
+
+    model: PyTree
+    losses: Float[Array, " n"]
+    opt_state: PyTree
+    key: PRNGKeyArray
+    n_steps: int
+    result: RESULTS
+    stopped_at: int
+
+
+class FitInterrupted(KeyboardInterrupt):
+    """Raised when `dynjax.fit` is interrupted (Ctrl-C).
+
+    Its `result` attribute is the `dynjax.FitResult` of every chunk of steps
+    that completed, so `dynjax.fit(..., resume=exc.result)` continues the run
+    and nothing is lost.
+    """
+
+    def __init__(self, result: FitResult):
+        super().__init__(
+            "Training interrupted; the completed steps are in `exc.result` "
+            "(continue with `dynjax.fit(..., resume=exc.result)`)."
+        )
+        self.result = result
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+@eqx.filter_jit
+def _chunk(params, static, opt_state, key, data, start, n_active, loss, optimizer,
+           batch_size, chunk_size):  # fmt: skip
+    """`chunk_size` training steps as one `lax.scan`; steps `>= n_active` and the
+    steps after a non-finite loss are skipped (one compilation for every chunk)."""
+    n_data = None if data is None else jax.tree.leaves(data)[0].shape[0]
+
+    def loss_of(p, batch, k):
+        return loss(eqx.combine(p, static), batch, k)
+
+    def take(k):
+        if data is None or batch_size is None:
+            return data
+        idx = jax.random.choice(k, n_data, (batch_size,), replace=False)
+        return jax.tree.map(lambda a: a[idx], data)
+
+    def step(carry, i):
+        params, opt_state, key, stop = carry
+
+        def run(_):
+            new_key, k_batch, k_loss = jax.random.split(key, 3)
+            value, grads = eqx.filter_value_and_grad(loss_of)(
+                params, take(k_batch), k_loss
+            )
+            finite = jnp.isfinite(value) & _all_finite(grads)
+            updates, state = optimizer.update(grads, opt_state, params)
+            new_params = eqx.apply_updates(params, updates)
+            # (A finite gradient can still give a non-finite update: a NaN schedule.)
+            finite = finite & _all_finite(new_params)
+            p, s = jax.lax.cond(
+                finite,
+                lambda _: (new_params, state),
+                lambda _: (params, opt_state),
+                None,
+            )
+            stop_ = jnp.where(finite, stop, start + i).astype(stop.dtype)
+            return (p, s, new_key, stop_), value.astype(jnp.result_type(float))
+
+        def skip(_):
+            return (params, opt_state, key, stop), jnp.array(
+                jnp.nan, jnp.result_type(float)
+            )
+
+        active = (i < n_active) & (stop < 0)
+        return jax.lax.cond(active, run, skip, None)
+
+    stop0 = jnp.array(-1, dtype=jnp.int32)
+    (params, opt_state, key, stop), values = jax.lax.scan(
+        step, (params, opt_state, key, stop0), jnp.arange(chunk_size)
+    )
+    return params, opt_state, key, stop, values
+
+
+def _check_data(data):
+    if data is None:
+        return None, None
+    data = jax.tree.map(jnp.asarray, data)
+    leaves = jax.tree.leaves(data)
+    if not leaves:
+        raise ValueError(
+            "`data` has no arrays; pass arrays with a leading sample axis."
+        )
+    sizes = {leaf.shape[0] if leaf.ndim else None for leaf in leaves}
+    if None in sizes or len(sizes) != 1:
+        raise ValueError(
+            "Every leaf of `data` needs the same leading (sample) axis, got shapes "
+            f"{[leaf.shape for leaf in leaves]}."
+        )
+    for path, leaf in jax.tree_util.tree_flatten_with_path(data)[0]:
+        if jnp.issubdtype(leaf.dtype, jnp.inexact) and not isinstance(
+            leaf, jax.core.Tracer
+        ):
+            bad = ~np.isfinite(np.asarray(leaf))
+            if bad.any():
+                row = int(np.argwhere(bad)[0][0])
+                where = jax.tree_util.keystr(path) or ""
+                raise ValueError(
+                    f"`data`{where} contains {int(bad.sum())} non-finite value(s) "
+                    f"(NaN or inf), the first in sample {row}. Remove or impute "
+                    "those samples before training."
+                )
+    return data, sizes.pop()
+
+
+def fit(
+    loss: Callable[[PyTree, PyTree, PRNGKeyArray], Float[Array, ""]],
+    model: PyTree,
+    optimizer: optax.GradientTransformation,
+    *,
+    n_steps: int,
+    key: PRNGKeyArray | None = None,
+    data: PyTree | None = None,
+    batch_size: int | None = None,
+    chunk_size: int = 100,
+    progress: bool = True,
+    resume: FitResult | None = None,
+    trainable: Callable[[Any], bool] = eqx.is_inexact_array,
+) -> FitResult:
+    """Train a model with an optax optimizer, as compiled chunks of steps.
+
+    Each step draws a minibatch of `batch_size` samples of `data` (without
+    replacement, by a PRNG key inside the compiled loop), evaluates
+    `loss(model, batch, key)` and its gradient with respect to the trainable
+    leaves (`eqx.partition(model, trainable)`), and applies
+    `optimizer.update` with `eqx.apply_updates`. Steps run as a `lax.scan` of
+    `chunk_size` steps under `eqx.filter_jit`: one compilation however many
+    steps, a tqdm bar updated between chunks.
+
+    A non-finite loss, gradient or updated model stops the run: that step's
+    update is not applied, a warning names the step, and the result holds the
+    last finite model with `result == RESULTS.nonfinite_loss`. Ctrl-C raises
+    `dynjax.FitInterrupted` whose `result` holds every completed chunk.
+
+    **Arguments:**
+
+    - `loss`: `loss(model, batch, key) -> scalar`. `batch` has the structure of
+        `data` with `batch_size` rows (all of `data` if `batch_size=None`;
+        `None` if `data=None`); `key` is a fresh key for the loss's own
+        randomness (noise, probes, times). Pass the same function object on
+        every call to reuse the compilation.
+    - `model`: any pytree, usually an equinox Module.
+    - `optimizer`: any `optax.GradientTransformation` (schedules included).
+    - `n_steps`: the number of steps to run (more steps on top of `resume`).
+    - `key`: a `jax.random.key`; required unless `resume` is given.
+    - `data`: a pytree of arrays sharing a leading sample axis `N`, or `None`.
+    - `batch_size`: the minibatch size (`<= N`), or `None` for full batches.
+    - `chunk_size`: steps per compiled chunk (the progress granularity).
+    - `progress`: show a tqdm bar.
+    - `resume`: a `FitResult` to continue from (its model, optimizer state and
+        key replace `model` and `key`; losses are appended).
+    - `trainable`: a filter selecting the trained leaves (default: every float
+        array).
+
+    **Returns:**
+
+    A `dynjax.FitResult`.
+
+    **Raises:**
+
+    `ValueError` if `data` holds NaN or inf, leaves disagree on the sample
+    axis, `batch_size > N`, or `n_steps`/`chunk_size` are not positive.
+
+    !!! Example
+
+        ```python
+        mlp = eqx.nn.MLP(1, 1, 32, 2, key=jax.random.key(0))
+        xs = jnp.linspace(-1, 1, 256)[:, None]
+        loss = lambda m, x, k: jnp.mean((jax.vmap(m)(x) - jnp.sin(3 * x)) ** 2)
+        out = dynjax.fit(loss, mlp, optax.adam(1e-2), data=xs, batch_size=64,
+                         n_steps=2000, key=jax.random.key(1))
+        out.losses[-1], out.model
+        ```
+    """
+    if not isinstance(n_steps, (int, np.integer)) or n_steps < 0:
+        raise ValueError(f"`n_steps` must be an int >= 0, got {n_steps!r}.")
+    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be a positive int, got {chunk_size!r}.")
+    data, n_data = _check_data(data)
+    if batch_size is not None:
+        if data is None:
+            raise ValueError("`batch_size` needs `data=`.")
+        if (
+            not isinstance(batch_size, (int, np.integer))
+            or not 1 <= batch_size <= n_data
+        ):
+            raise ValueError(
+                f"`batch_size` must be an int in [1, {n_data}] (the number of "
+                f"samples), got {batch_size!r}; or None for full batches."
+            )
+    if resume is not None:
+        model, key, opt_state = resume.model, resume.key, resume.opt_state
+        losses = [np.asarray(resume.losses)]
+        done = int(resume.n_steps)
+    else:
+        if key is None:
+            raise ValueError("Pass `key=jax.random.key(...)` (or `resume=`).")
+        opt_state = None
+        losses = []
+        done = 0
+    params, static = eqx.partition(model, trainable)
+    if opt_state is None:
+        opt_state = optimizer.init(params)
+    stop = -1
+
+    def result():
+        out_losses = np.concatenate(losses) if losses else np.zeros(0)
+        code = RESULTS.nonfinite_loss if stop >= 0 else RESULTS.successful
+        return FitResult(
+            model=eqx.combine(params, static),
+            losses=jnp.asarray(out_losses),
+            opt_state=opt_state,
+            key=key,
+            n_steps=done,
+            result=code,
+            stopped_at=stop,
+        )
+
+    bar = None
+    if progress and n_steps > 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_steps, desc="fit", unit="step")
+    left = n_steps
+    try:
+        while left > 0:
+            n = min(chunk_size, left)
+            start, n_active = jnp.asarray(done), jnp.asarray(n)
+            out = _chunk(params, static, opt_state, key, data, start, n_active,
+                         loss, optimizer, batch_size, chunk_size)  # fmt: skip
+            params, opt_state, key, stop_, values = out
+            stop = int(stop_)
+            n_done = n if stop < 0 else stop - done + 1
+            values = np.asarray(values)[:n_done]
+            losses.append(values)
+            done += n_done
+            left -= n
+            if bar is not None:
+                bar.update(n_done)
+                finite = values[np.isfinite(values)]
+                if finite.size:
+                    bar.set_postfix(loss=f"{finite[-1]:.4g}")
+            if stop >= 0:
+                warnings.warn(
+                    f"dynjax.fit: the loss, its gradient or the updated model became "
+                    f"non-finite at step "
+                    f"{stop} (loss {values[-1]}); stopped, returning the last finite "
+                    "model. Lower the learning rate, clip gradients "
+                    "(`optax.clip_by_global_norm`), or check the loss for log(0) and "
+                    "division by zero.",
+                    RuntimeWarning,
+                    stacklevel=user_stacklevel(),
+                )
+                break
+    except KeyboardInterrupt:
+        raise FitInterrupted(result()) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    return result()
+
+
+def save_model(path, model: PyTree) -> None:
+    """Save a model's array leaves to `path` (`eqx.tree_serialise_leaves`).
+
+    Only leaves are stored, not the structure: load with `dynjax.load_model`
+    and a template of the same structure (build it as the original was built).
+    No pickle is involved.
+    """
+    eqx.tree_serialise_leaves(path, model)
+
+
+def load_model(path, like: PyTree) -> PyTree:
+    """Load leaves saved by `dynjax.save_model` into the template `like`.
+
+    `like` must have the structure, shapes and dtypes of the saved model (e.g.
+    the same constructor call with any key). Raises the error of
+    `eqx.tree_deserialise_leaves` when they differ.
+    """
+    return eqx.tree_deserialise_leaves(path, like)
