@@ -21,8 +21,9 @@ class FitResult(eqx.Module):
     **Attributes:**
 
     - `model`: the trained model (a Module of the same structure as the one
-        passed in). After a non-finite loss, gradient or update it is the last
-        finite model.
+        passed in). After a non-finite loss or gradient at step `stopped_at`, it
+        is the model that step was evaluated at (the result of every finite
+        update before it); after a non-finite update, the model before it.
     - `losses`: the training loss at every step done, shape `(n_steps,)`, in
         the loss's own units (the loss is evaluated before that step's update).
         After a non-finite loss the last entry is that loss.
