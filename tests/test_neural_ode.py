@@ -1,0 +1,363 @@
+"""Neural ODEs (`dynjax.NeuralODE`, `dynjax.fit_trajectories`) against independent
+references: finite differences, SciPy integrations, matrix exponentials, the
+eigenvalues of the generating linear system, and Dupont et al. (2019)'s
+augmentation argument. float64 throughout (tests/conftest.py)."""
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.integrate
+import scipy.linalg
+from jax.flatten_util import ravel_pytree
+
+import dynjax
+
+
+# --- the model and its solve ---------------------------------------------------
+
+
+def _tight(adjoint):
+    return dict(
+        solver=dfx.Tsit5(),
+        stepsize_controller=dfx.PIDController(rtol=1e-12, atol=1e-12),
+        adjoint=adjoint,
+        max_steps=100_000,
+    )
+
+
+def test_solve_matches_scipy_with_time_input():
+    # The same learned field integrated by SciPy's DOP853 (another integrator).
+    model = dynjax.NeuralODE(
+        2, width=8, depth=2, time_input=True, key=jax.random.key(3)
+    )
+    assert model.func.mlp.in_size == 3  # (t, x0, x1)
+    ts = np.linspace(0.5, 2.5, 9)
+    x0 = np.array([0.3, -0.8])
+    field = eqx.filter_jit(model.vector_field)
+    reference = scipy.integrate.solve_ivp(
+        lambda t, x: np.asarray(field(t, x)),
+        (ts[0], ts[-1]),
+        x0,
+        method="DOP853",
+        t_eval=ts,
+        rtol=1e-12,
+        atol=1e-12,
+    ).y.T
+    xs = model(ts, x0, stepsize_controller=dfx.PIDController(rtol=1e-10, atol=1e-12))
+    assert xs.shape == (9, 2) and xs.dtype == jnp.float64
+    np.testing.assert_allclose(xs, reference, rtol=1e-8, atol=1e-10)
+
+
+def test_augmented_rotation_maps_x_to_minus_x():
+    # Dupont et al. (2019): dx/dt = -pi a, da/dt = pi x rotates (x, 0) by pi in
+    # time 1, so the read-out of the time-1 map is exactly -x.
+    model = dynjax.NeuralODE(
+        1, func=lambda t, z: jnp.pi * jnp.stack([-z[1], z[0]]), augment=1
+    )
+    assert model.d == 2
+    np.testing.assert_array_equal(model.lift(jnp.array([0.7])), [0.7, 0.0])
+    for x in (-0.9, 0.2, 1.0):
+        xs = model(jnp.array([0.0, 1.0]), jnp.array([x]), **_tight(None))
+        assert xs.shape == (2, 1)
+        np.testing.assert_allclose(xs[1], [-x], rtol=1e-9, atol=1e-10)
+
+
+def test_trajectory_of_the_lifted_state_agrees_with_call():
+    # The model is an AbstractFlow on z: dynjax.trajectory (lift by hand, its own
+    # solve) gives what __call__ reads out.
+    model = dynjax.NeuralODE(2, width=8, depth=1, augment=2, key=jax.random.key(4))
+    x0 = jnp.array([0.5, -0.2])
+    ts = jnp.linspace(0.0, 1.0, 6)
+    sol = dynjax.trajectory(model, model.lift(x0), ts=ts, t1=1.0)
+    assert sol.xs.shape == (6, 4)
+    np.testing.assert_allclose(model(ts, x0, **_tight(None)), sol.xs[:, :2], atol=1e-8)
+
+
+# --- acceptance 1: gradients ---------------------------------------------------
+
+
+def test_gradients_match_finite_differences_for_both_adjoints():
+    model = dynjax.NeuralODE(2, width=6, depth=1, key=jax.random.key(0))
+    ts = jnp.linspace(0.0, 1.5, 4)
+    x0 = jnp.array([0.6, -0.4])
+    target = jnp.array([[0.6, -0.4], [0.2, 0.3], [-0.1, 0.5], [0.4, 0.1]])
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    flat, unravel = ravel_pytree(params)
+
+    def loss(flat_params, adjoint):
+        m = eqx.combine(unravel(flat_params), static)
+        return jnp.sum((m(ts, x0, **_tight(adjoint)) - target) ** 2)
+
+    rc = dfx.RecursiveCheckpointAdjoint()
+    bs = dfx.BacksolveAdjoint()
+    g_rc = jax.jit(jax.grad(lambda p: loss(p, rc)))(flat)
+    g_bs = jax.jit(jax.grad(lambda p: loss(p, bs)))(flat)
+
+    # Central differences in every parameter, all perturbations in one vmap.
+    h = 1e-5
+    eye = h * jnp.eye(flat.size)
+    forward = jax.jit(jax.vmap(lambda p: loss(p, rc)))
+    fd = (forward(flat + eye) - forward(flat - eye)) / (2 * h)
+    assert np.max(np.abs(fd)) > 1e-2  # a gradient worth comparing
+    atol = 1e-6 * np.max(np.abs(fd))
+    np.testing.assert_allclose(g_rc, fd, rtol=1e-4, atol=atol)
+    np.testing.assert_allclose(g_bs, fd, rtol=1e-4, atol=atol)
+    np.testing.assert_allclose(g_bs, g_rc, rtol=1e-5, atol=1e-3 * atol)
+
+
+# --- fitting ---------------------------------------------------------------------
+
+SPIRAL = np.array([[-0.1, -1.0], [1.0, -0.1]])
+
+
+@pytest.fixture(scope="module")
+def spiral_fit():
+    # Noisy samples of x' = A x: exact solutions expm(t A) x0 plus N(0, 0.01^2).
+    rng = np.random.default_rng(0)
+    ts = np.linspace(0.0, 10.0, 41)
+    r = rng.uniform(0.3, 2.0, 32)
+    theta = rng.uniform(0.0, 2 * np.pi, 32)
+    x0 = np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1)
+    ys = np.stack([[scipy.linalg.expm(t * SPIRAL) @ x for t in ts] for x in x0])
+    ys = ys + 0.01 * rng.standard_normal(ys.shape)
+    model = dynjax.NeuralODE(2, width=16, depth=1, key=jax.random.key(0))
+    out = dynjax.fit_trajectories(
+        model,
+        ts,
+        ys,
+        optax.adam(1e-2),
+        n_steps=300,
+        batch_size=16,
+        key=jax.random.key(1),
+        progress=False,
+    )
+    return out
+
+
+@pytest.mark.slow
+def test_fit_recovers_linear_spiral_eigenvalues(spiral_fit):
+    out = spiral_fit
+    assert out.result == dynjax.RESULTS.successful and out.stopped_at == -1
+    assert out.losses.shape == (300,) and out.n_steps == 300
+    # Fitted down to the noise level (variance 1e-4) from its initial misfit.
+    assert out.losses[-20:].mean() < 3e-4 < out.losses[0]
+    eq = dynjax.find_equilibria(out.model, jnp.zeros((1, 2)) + 0.05)
+    assert int(eq.count) == 1
+    x_star = eq.unique[0]
+    assert np.linalg.norm(x_star) < 0.05  # the true equilibrium is the origin
+    lin = dynjax.linearize(out.model, x_star)
+    assert lin.stability_name == "stable focus"
+    learned = np.sort_complex(np.asarray(lin.eigenvalues))
+    true = np.sort_complex(np.linalg.eigvals(SPIRAL))  # -0.1 -+ 1i
+    np.testing.assert_array_less(np.abs(learned - true), 0.05 * np.abs(true))
+    # and the decay rate itself, not only the modulus, within 5 %:
+    np.testing.assert_allclose(learned.real, true.real, rtol=0.05)
+
+
+@pytest.mark.slow
+def test_augmentation_represents_x_to_minus_x():
+    # Time-1 map x -> -x on [-1, 1]. A 1-D flow map is increasing, so its least
+    # squares error is at least that of the best increasing fit, the constant
+    # 0: E[x^2] = 1/3 (Dupont et al. 2019). One zero coordinate more suffices.
+    x = np.linspace(-1.0, 1.0, 64)[:, None]
+    ys = np.stack([x, -x], axis=1)
+    ts = np.array([0.0, 1.0])
+    optimizer = optax.adam(1e-2)
+    final = {}
+    for augment in (0, 1):
+        model = dynjax.NeuralODE(
+            1, width=16, depth=1, augment=augment, key=jax.random.key(0)
+        )
+        out = dynjax.fit_trajectories(
+            model,
+            ts,
+            ys,
+            optimizer,
+            n_steps=300,
+            key=jax.random.key(1),
+            curriculum=None,
+            stepsize_controller=dfx.ConstantStepSize(),
+            dt0=0.1,
+            progress=False,
+        )
+        assert out.n_steps == 300
+        final[augment] = out
+    assert np.min(final[0].losses) > 0.1
+    assert final[1].losses[-1] < 1e-3
+    # The loss is the MSE at t = 1: check it on the returned model.
+    pred = jax.vmap(
+        lambda x0: final[1].model(
+            ts, x0, dt0=0.1, stepsize_controller=dfx.ConstantStepSize()
+        )
+    )(x)
+    assert np.mean((pred[:, 1] + x) ** 2) < 1e-3
+
+
+class _Shrink(eqx.Module):
+    """dx/dt = -sqrt(1 - c) x: NaN once c > 1."""
+
+    c: jax.Array
+
+    def __call__(self, t, x):
+        return -jnp.sqrt(1.0 - self.c) * x
+
+
+def _add_constant(step):
+    # An optimizer that ignores the gradient and adds `step` to every parameter,
+    # so the parameter at step k is known in advance: c_k = c_0 + k step.
+    return optax.GradientTransformation(
+        lambda params: optax.EmptyState(),
+        lambda grads, state, params=None: (
+            jax.tree.map(lambda g: jnp.full_like(g, step), grads),
+            state,
+        ),
+    )
+
+
+def test_curriculum_and_nan_stop_at_a_known_step():
+    # c_k = 0.05 + 0.1 k exceeds 1 at k = 10: the loss of step 10 is NaN. The
+    # curriculum (fraction 0.5 of 5 times = 3 points, share 0.25 of 20 steps = 5
+    # steps) puts the stop in the second stage.
+    ts = np.linspace(0.0, 1.0, 5)
+    x0 = np.array([[1.0], [-0.5], [2.0]])
+    ys = x0[:, None, :] * np.exp(-ts)[None, :, None]
+    model = dynjax.NeuralODE(1, func=_Shrink(jnp.array(0.05)))
+    with pytest.warns(RuntimeWarning, match="step 10"):
+        out = dynjax.fit_trajectories(
+            model,
+            ts,
+            ys,
+            _add_constant(0.1),
+            n_steps=20,
+            key=jax.random.key(0),
+            curriculum=(0.5, 0.25),
+            solver=dfx.Euler(),
+            stepsize_controller=dfx.ConstantStepSize(),
+            dt0=0.25,
+            progress=False,
+        )
+    assert out.result == dynjax.RESULTS.nonfinite_loss
+    assert out.stopped_at == 10
+    losses = np.asarray(out.losses)
+    assert losses.shape == (11,) and np.all(np.isfinite(losses[:10]))
+    assert not np.isfinite(losses[10])
+
+    # Reference losses: Euler with h = 0.25 gives x(t_n) = (1 - h r)^n x0, one
+    # step per save interval, r = sqrt(1 - c_k).
+    def reference(k, n_times):
+        r = np.sqrt(1.0 - (0.05 + 0.1 * k))
+        n = np.arange(1, n_times)
+        pred = x0[:, None, :] * (1 - 0.25 * r) ** n[None, :, None]
+        return np.mean((pred - ys[:, 1:n_times]) ** 2)
+
+    for k in range(10):
+        n_times = 3 if k < 5 else 5  # the first stage fits ts[:3] only
+        np.testing.assert_allclose(losses[k], reference(k, n_times), rtol=1e-12)
+    # The returned model is the one reached by the 10 finite updates (dynjax.fit's
+    # contract: finite parameters; its own loss is the NaN of step 10).
+    np.testing.assert_allclose(out.model.func.c, 0.05 + 10 * 0.1, rtol=1e-12)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    trained = dynjax.NeuralODE(2, width=8, depth=2, augment=1, key=jax.random.key(5))
+    path = tmp_path / "node.eqx"
+    dynjax.save_model(path, trained)
+    like = dynjax.NeuralODE(2, width=8, depth=2, augment=1, key=jax.random.key(6))
+    loaded = dynjax.load_model(path, like)
+    saved_leaves = jax.tree.leaves(eqx.filter(trained, eqx.is_array))
+    like_leaves = jax.tree.leaves(eqx.filter(like, eqx.is_array))
+    loaded_leaves = jax.tree.leaves(eqx.filter(loaded, eqx.is_array))
+    assert not all(np.array_equal(a, b) for a, b in zip(saved_leaves, like_leaves))
+    for a, b in zip(saved_leaves, loaded_leaves, strict=True):
+        np.testing.assert_array_equal(a, b)
+    ts = jnp.linspace(0.0, 1.0, 5)
+    x0 = jnp.array([0.1, 0.2])
+    np.testing.assert_array_equal(loaded(ts, x0), trained(ts, x0))
+
+
+# --- acceptance 8: bad input ------------------------------------------------------
+
+
+def _wrong_shape_model():
+    return dynjax.NeuralODE(2, func=lambda t, z: jnp.zeros(3, z.dtype))
+
+
+def test_wrong_vector_field_shape_is_a_trace_time_error():
+    ts = jnp.linspace(0.0, 1.0, 3)
+    match = r"returned shape \(3,\).*must return dz/dt of shape \(2,\)"
+    with pytest.raises(ValueError, match=match):
+        _wrong_shape_model()(ts, jnp.ones(2))
+    with pytest.raises(ValueError, match=match):
+        jax.jit(lambda x0: _wrong_shape_model()(ts, x0))(jnp.ones(2))
+    ys = np.ones((4, 3, 2))
+    with pytest.raises(ValueError, match=match):
+        dynjax.fit_trajectories(
+            _wrong_shape_model(),
+            ts,
+            ys,
+            optax.sgd(0.1),
+            n_steps=1,
+            key=jax.random.key(0),
+        )
+    # The default MLP with augmentation has the augmented size.
+    model = dynjax.NeuralODE(2, width=4, depth=1, augment=3, key=jax.random.key(0))
+    assert model.func.mlp.in_size == 5 and model.func.mlp.out_size == 5
+
+
+def test_times_must_increase():
+    model = dynjax.NeuralODE(1, width=4, depth=1, key=jax.random.key(0))
+    with pytest.raises(
+        ValueError, match=r"strictly increasing.*ts\[1\] = 0.0 <= ts\[0\] = 1.0"
+    ):
+        model(jnp.array([1.0, 0.0]), jnp.ones(1))
+    with pytest.raises(ValueError, match=r"strictly increasing"):
+        model(jnp.array([0.0, 0.5, 0.5]), jnp.ones(1))
+    with pytest.raises(ValueError, match=r"at least two times"):
+        model(jnp.array([0.0]), jnp.ones(1))
+    ys = np.ones((2, 3, 1))
+    with pytest.raises(ValueError, match=r"strictly increasing.*ts\[2\]"):
+        dynjax.fit_trajectories(
+            model,
+            np.array([0.0, 1.0, 1.0]),
+            ys,
+            optax.sgd(0.1),
+            n_steps=1,
+            key=jax.random.key(0),
+        )
+
+
+def test_bad_data_is_a_value_error():
+    model = dynjax.NeuralODE(2, width=4, depth=1, key=jax.random.key(0))
+    ts = np.linspace(0.0, 1.0, 4)
+    ys = np.ones((3, 4, 2))
+    fit = lambda ys, **kw: dynjax.fit_trajectories(  # noqa: E731
+        model, ts, ys, optax.sgd(0.1), n_steps=1, key=jax.random.key(0), **kw
+    )
+    bad = ys.copy()
+    bad[1, 2, 0] = np.nan
+    with pytest.raises(ValueError, match=r"non-finite.*trajectory 1 at time index 2"):
+        fit(bad)
+    with pytest.raises(ValueError, match=r"4 time points|has 5"):
+        fit(np.ones((3, 5, 2)))
+    with pytest.raises(ValueError, match=r"3 coordinates .* the model's data has 2"):
+        fit(np.ones((3, 4, 3)))
+    with pytest.raises(ValueError, match=r"ys\[None\]"):
+        fit(np.ones((4, 2)))
+    with pytest.raises(ValueError, match=r"curriculum"):
+        fit(ys, curriculum=(0.0, 0.5))
+    with pytest.raises(ValueError, match=r"'mse' or a function"):
+        fit(ys, loss="mae")
+    with pytest.raises(ValueError, match=r"`x0` must have shape \(2,\)"):
+        model(ts, jnp.ones(3))
+    with pytest.raises(ValueError, match=r"non-finite"):
+        model(ts, jnp.array([0.0, jnp.nan]))
+    with pytest.raises(ValueError, match=r"needs a PRNG key"):
+        dynjax.NeuralODE(2)
+    with pytest.raises(ValueError, match=r"`width`.*cannot be combined with `func=`"):
+        dynjax.NeuralODE(2, func=lambda t, z: z, width=8)
+    with pytest.raises(ValueError, match=r"`augment` must be an int >= 0"):
+        dynjax.NeuralODE(2, augment=-1, key=jax.random.key(0))
