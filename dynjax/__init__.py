@@ -74,6 +74,13 @@ from ._training import (
 
 
 # --- neural / diffusion --- (re-exports of dynjax/_neural and dynjax/_diffusion)
+# isort: split
+from ._neural import (
+    fit_trajectories as fit_trajectories,
+    NeuralODE as NeuralODE,
+)
+
+
 # --- end neural / diffusion ---
 
 

@@ -3,3 +3,5 @@ from ._divergence import (
     integrate_divergence as integrate_divergence,
     sample_probes as sample_probes,
 )
+from ._ode import NeuralODE as NeuralODE
+from ._trajectories import fit_trajectories as fit_trajectories
