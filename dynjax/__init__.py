@@ -76,6 +76,8 @@ from ._training import (
 # --- neural / diffusion --- (re-exports of dynjax/_neural and dynjax/_diffusion)
 # isort: split
 from ._neural import (
+    CNF as CNF,
+    fit_density as fit_density,
     fit_trajectories as fit_trajectories,
     NeuralODE as NeuralODE,
 )

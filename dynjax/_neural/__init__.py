@@ -1,3 +1,4 @@
+from ._cnf import CNF as CNF, fit_density as fit_density
 from ._divergence import (
     divergence as divergence,
     integrate_divergence as integrate_divergence,
