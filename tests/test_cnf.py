@@ -91,7 +91,7 @@ def test_mlp_log_prob_matches_liouville_reference():
     zT, Phi = sol.y[:d, -1], sol.y[d:, -1].reshape(d, d)
     ref = scipy.stats.multivariate_normal(np.zeros(d), np.eye(d)).logpdf(zT)
     ref += np.linalg.slogdet(Phi)[1]
-    assert abs(np.linalg.slogdet(Phi)[1]) > 0.05  # the flow is not volume-preserving
+    assert abs(np.linalg.slogdet(Phi)[1]) > 0.01  # the flow is not volume-preserving
     np.testing.assert_allclose(cnf.log_prob(jnp.asarray(_X3)), ref, rtol=0, atol=1e-6)
 
 

@@ -25,16 +25,7 @@ from ._divergence import (
     Probe,
     Trace,
 )
-
-
-class _TimeMLP(eqx.Module):
-    """`f(t, x) = MLP([x, t])`: an `eqx.nn.MLP` with time as an extra input."""
-
-    mlp: eqx.nn.MLP
-
-    def __call__(self, t, x):
-        t = jnp.asarray(t, dtype=x.dtype)
-        return self.mlp(jnp.concatenate([x, t[None]]))
+from ._ode import _MLPField
 
 
 def _standard_normal_log_prob(z):
@@ -135,8 +126,9 @@ class CNF(AbstractFlow):
                     "Pass `key=jax.random.key(...)` to initialise the default MLP "
                     "vector field, or your own vector field as `func=`."
                 )
-            func = _TimeMLP(
-                eqx.nn.MLP(d + 1, d, width, depth, activation=activation, key=key)
+            func = _MLPField(
+                eqx.nn.MLP(d + 1, d, width, depth, activation=activation, key=key),
+                time_input=True,
             )
         out = jax.eval_shape(func, 0.0, jax.ShapeDtypeStruct((d,), _float_dtype(func)))
         if getattr(out, "shape", None) != (d,):
@@ -408,8 +400,8 @@ def fit_density(
     over minibatches of `data` with any optax optimizer, through `dynjax.fit`
     (compiled chunks of steps, a tqdm bar, a stop with the last finite model on
     a non-finite loss, `resume=`). Works for any model with a method
-    `log_prob(x, *, trace, key, n_probes, **log_prob_options)` of one sample
-    `(d,)` and a dimension `d`, such as `dynjax.CNF`.
+    `log_prob(x, *, trace, key, n_probes, throw, **log_prob_options)` of one
+    sample `(d,)` and a dimension `d`, such as `dynjax.CNF`.
 
     With `trace="hutchinson"` each sample of each step gets its own key, so the
     loss and its gradient are unbiased estimates (FFJORD, Grathwohl et al.
@@ -427,11 +419,12 @@ def fit_density(
     - `batch_size`: samples per step (`None`: all of `data` every step).
     - `trace`, `n_probes`: the trace estimator of `log_prob` during training.
     - `log_prob_options`: further keyword arguments of `model.log_prob`, e.g.
-        `dict(stepsize_controller=diffrax.PIDController(rtol=1e-5, atol=1e-5),
-        throw=False)` for `dynjax.CNF`: looser tolerances make training faster
-        (evaluate the trained model at the defaults), and with `throw=False` a
+        `dict(stepsize_controller=diffrax.PIDController(rtol=1e-5, atol=1e-5))`
+        for `dynjax.CNF`: looser tolerances make training faster (evaluate the
+        trained model at the defaults). `throw=False` is passed unless given: a
         failed solve gives a `nan` loss, which stops training at that step with
-        the last finite model (with `throw=True` it raises mid-run).
+        the last finite model (`throw=True` would raise mid-run and lose the
+        chunk), so `log_prob` must accept `throw`.
     - `chunk_size`, `progress`, `resume`: as in `dynjax.fit`.
 
     **Returns:**
@@ -467,7 +460,10 @@ def fit_density(
             f"model has dimension d={d}. Pass data of shape (n, {d}), or build the "
             f"model with data_size={data.shape[1]}."
         )
-    loss = _NegLogLikelihood(trace, n_probes, dict(log_prob_options or {}))
+    # (A failed solve gives a NaN loss, which stops `fit` with the last finite
+    # model, rather than an error that would lose the chunk.)
+    options = {"throw": False, **(log_prob_options or {})}
+    loss = _NegLogLikelihood(trace, n_probes, options)
     return fit(
         loss,
         model,

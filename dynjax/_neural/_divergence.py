@@ -141,6 +141,9 @@ def integrate_divergence(
     """
     x = jnp.asarray(x)
     dtype = x.dtype
+    # (Times in the state's dtype: Python floats would promote a float32 solve to
+    # float64 under x64.)
+    t0, t1 = jnp.asarray(t0, dtype), jnp.asarray(t1, dtype)
     probes = None
     if trace == "hutchinson":
         probes = sample_probes(key, n_probes, x.shape[0], dtype, probe)
