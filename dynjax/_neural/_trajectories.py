@@ -25,17 +25,16 @@ from ._ode import (
 )
 
 
-def _mse(pred, target):
-    return jnp.mean((pred - target) ** 2)
-
-
 class _TrajectoryLoss(eqx.Module):
     """`loss(model, batch, key)` for `dynjax.fit`: solve from each trajectory's
-    first state, compare at `ts`. A Module, so that `ts` is traced and one
-    compilation serves every call with the same shapes."""
+    first state up to `t_end`, compare at the times `ts[1:] <= t_end` (the length
+    curriculum's window). A Module whose `ts` and `t_end` are arrays, so that
+    both stages of the curriculum (and later calls with the same shapes) share
+    one compilation."""
 
     ts: Float[Array, " T"]
-    loss: Callable = eqx.field(static=True)
+    t_end: Float[Array, ""]
+    loss: Callable | None = eqx.field(static=True)
     solver: dfx.AbstractSolver
     controller: dfx.AbstractStepSizeController
     adjoint: dfx.AbstractAdjoint
@@ -44,13 +43,16 @@ class _TrajectoryLoss(eqx.Module):
 
     def __call__(self, model, batch, key):
         del key
+        # Times after the window are saved at `t_end` (diffrax accepts repeated
+        # save times) and weighted out.
+        saves = jnp.minimum(self.ts, self.t_end)
 
         def one(x0):
             # throw=False: a failed solve gives `inf` states, hence a non-finite
             # loss, which `dynjax.fit` reports with its step.
             return predict(
                 model,
-                self.ts,
+                saves,
                 x0,
                 self.solver,
                 self.controller,
@@ -60,9 +62,14 @@ class _TrajectoryLoss(eqx.Module):
                 False,
             )
 
-        pred = jax.vmap(one)(batch[:, 0])
         # (The first time is the initial condition, reproduced exactly.)
-        return self.loss(pred[:, 1:], batch[:, 1:])
+        pred, target = jax.vmap(one)(batch[:, 0])[:, 1:], batch[:, 1:]
+        inside = (self.ts[1:] <= self.t_end)[None, :, None]
+        if self.loss is None:  # mean squared error over the window
+            squares = jnp.where(inside, (pred - target) ** 2, 0.0)
+            count = jnp.sum(inside) * pred.shape[0] * pred.shape[2]
+            return jnp.sum(squares) / count
+        return self.loss(jnp.where(inside, pred, target), target)
 
 
 def _check_data(ys, ts, data_size) -> Array:
@@ -146,8 +153,10 @@ def fit_trajectories(
     every trajectory, and the remaining steps the whole of it (Kidger 2021,
     Section 2.4; diffrax's neural ODE example); `None` fits whole trajectories
     from the start. The two stages are two `dynjax.fit` calls, the second
-    resuming the first (optimizer state and loss history carry on; the loss
-    values of the two stages are over different lengths).
+    resuming the first (optimizer state and loss history carry on; the losses
+    of the first stage are over its shorter window). The first stage solves up
+    to the window's last time only and weights the later times out, so both
+    stages share one compilation.
 
     A model other than a `NeuralODE` is any dynjax flow whose data is its state
     (its floating parameters are fitted: e.g. a catalogue system's
@@ -166,9 +175,12 @@ def fit_trajectories(
     - `batch_size`: trajectories per step (`None`: all of them).
     - `curriculum`: `(fraction, share)` with `0 < fraction <= 1` and
         `0 <= share <= 1` (default `(0.1, 0.5)`), or `None`.
-    - `loss`: `"mse"`, or a function `loss(pred, target) -> scalar` of two arrays
-        of shape `(batch_size, T_stage - 1, data_size)` (the times after the
-        first; `T_stage` is the stage's number of time points).
+    - `loss`: `"mse"` (the mean over the trajectories, the stage's window of
+        times after the first, and the coordinates), or a function
+        `loss(pred, target) -> scalar` of two arrays of shape
+        `(batch_size, T - 1, data_size)` (the times after the first). In the
+        curriculum's first stage, `pred` equals `target` after the window (no
+        error there: a mean is then diluted by the window's share of `T - 1`).
     - `solver`, `stepsize_controller`, `adjoint`, `dt0`, `max_steps`: the solve,
         as in `NeuralODE.__call__` (default `Tsit5`, a PID controller at
         `rtol=1e-6, atol=1e-8` in float64 (`1e-4, 1e-6` in float32),
@@ -217,7 +229,7 @@ def fit_trajectories(
                 f"`loss` must be 'mse' or a function `loss(pred, target) -> "
                 f"scalar`, got {loss!r}."
             )
-        loss_fn = _mse
+        loss_fn = None
     elif callable(loss):
         loss_fn = loss
     else:
@@ -256,7 +268,8 @@ def fit_trajectories(
 
     def stage_loss(length):
         return _TrajectoryLoss(
-            ts[:length],
+            ts,
+            ts[length - 1],
             loss_fn,
             solver,
             stepsize_controller,
@@ -277,7 +290,7 @@ def fit_trajectories(
             stage_loss(first),
             model,
             optimizer,
-            data=ys[:, :first],
+            data=ys,
             n_steps=n_first,
             key=key,
             **options,
