@@ -75,6 +75,19 @@ from ._training import (
 
 # --- neural / diffusion --- (re-exports of dynjax/_neural and dynjax/_diffusion)
 # isort: split
+from ._diffusion import (
+    AbstractSDE as AbstractSDE,
+    DiffusionLikelihood as DiffusionLikelihood,
+    DiffusionSamples as DiffusionSamples,
+    probability_flow_log_likelihood as probability_flow_log_likelihood,
+    probability_flow_sample as probability_flow_sample,
+    ProbabilityFlow as ProbabilityFlow,
+    reverse_sde_sample as reverse_sde_sample,
+    score_matching_loss as score_matching_loss,
+    SubVPSDE as SubVPSDE,
+    VESDE as VESDE,
+    VPSDE as VPSDE,
+)
 from ._neural import (
     CNF as CNF,
     fit_density as fit_density,
