@@ -278,7 +278,9 @@ class CNF(AbstractFlow):
         if not jnp.issubdtype(dtype, jnp.floating):
             raise ValueError(f"`dtype` must be a floating dtype, got {dtype}.")
         z = jax.random.normal(key, (int(n), self.d), dtype)
-        model, z0, _ = conform(self, z[0], verb="CNF.sample", name="z")
+        model, z0, _ = conform(
+            self, z[0], verb="CNF.sample", name="z", warn_float32=False
+        )
         xs, result, first = _sample(
             model, z, solver, stepsize_controller, dt0, adjoint, max_steps
         )

@@ -279,6 +279,7 @@ def conform(
     t=None,
     name: str = "x0",
     check: bool = True,
+    warn_float32: bool = True,
 ):
     """Validate `x0`, apply the dtype policy and check the system's output.
 
@@ -292,6 +293,9 @@ def conform(
     - `t`: the time (flows) or index (maps) of the check evaluation.
     - `name`: the argument's name in messages.
     - `check`: whether to evaluate the output structure.
+    - `warn_float32`: warn that a float32 computation may be unreliable; `False`
+        for verbs whose results float32 does not spoil (training a neural ODE,
+        drawing samples), where float32 is the norm.
 
     **Returns:**
 
@@ -331,7 +335,7 @@ def conform(
                 UserWarning,
                 stacklevel=user_stacklevel(),
             )
-        else:
+        elif warn_float32:
             warn_if_float32(verb, dtype)
     if check:
         _check_output_cached(system, x0, u, t, args)
