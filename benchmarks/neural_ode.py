@@ -52,13 +52,15 @@ Cases:
    outputs, 2 hidden layers of width 64, softplus; untrained: the time is what is
    measured, and the samples are far from any data) and the VP SDE (beta 0.1 to
    20, T = 1), 1000 Euler-Maruyama steps from T to t_min = 1e-3, 1024 samples
-   (`--samples`), float32. dynjax: `dynjax.reverse_sde_sample` (diffrax with a
-   `VirtualBrownianTree`, per sample, vmapped). Peers: diffrax directly with
-   `UnsafeBrownianPath` (a fresh normal increment per step; otherwise the same
-   solve), the Euler-Maruyama recursion as a `lax.scan` with `jax.random.normal`
-   (plain JAX), and as a torch loop with `torch.randn` (same weights). The sample
-   mean and standard deviation are printed as a consistency check: the four
-   agree within sampling error.
+   (`--samples`), float32. dynjax: `dynjax.reverse_sde_sample` (diffrax, one
+   solve per sample, vmapped) with its default `brownian="increments"`
+   (`UnsafeBrownianPath`: a fresh normal increment per step) and with
+   `brownian="tree"` (a `VirtualBrownianTree`). Peers: diffrax directly with
+   `UnsafeBrownianPath` (what the default runs, without dynjax's checks), the
+   Euler-Maruyama recursion as a `lax.scan` with `jax.random.normal` (plain JAX),
+   and as a torch loop with `torch.randn` (same weights). The sample mean and
+   standard deviation are printed as a consistency check: all rows agree within
+   sampling error.
 
 Torch runs `--threads` threads (default 2, this machine's core count), with
 `OMP_WAIT_POLICY=PASSIVE` unless set otherwise (see below).
@@ -229,14 +231,41 @@ class Autonomous(eqx.Module):
 # --- the JAX sides ----------------------------------------------------------------
 
 
+# `--hairer-dt0`: pass `dt0` from diffrax's own initial-step algorithm (Hairer,
+# Norsett and Wanner, Section II.4; torchdiffeq's too). diffrax 0.7.2's
+# `diffeqsolve(dt0=None)` wraps the terms (`WrapTerm`) before it asks the
+# controller, whose `_select_initial_step` then falls back to 0.01 for any term
+# that is not an `ODETerm`.
+HAIRER_DT0 = [False]
+
+
+def initial_step(field, ts, y0, args, solver):
+    """`dt0` as `PIDController.init` chooses it when handed the `ODETerm` itself."""
+    if not HAIRER_DT0[0]:
+        return None
+    term = dfx.ODETerm(field)
+    controller = dfx.PIDController(rtol=RTOL, atol=ATOL)
+    order = solver.error_order(term)
+    t1, _ = controller.init(term, ts[0], ts[-1], y0, None, args, solver.func, order)
+    return jax.lax.stop_gradient(t1 - ts[0])
+
+
 def solve_dynjax(model, ts, y0s, solver, adjoint):
     """dynjax's public path: `NeuralODE.__call__`, vmapped over the batch."""
     controller = dfx.PIDController(rtol=RTOL, atol=ATOL)
-    return jax.vmap(
-        lambda y0: model(
-            ts, y0, solver=solver, stepsize_controller=controller, adjoint=adjoint
+
+    def one(y0):
+        dt0 = initial_step(lambda t, y, a: model.func(t, y), ts, y0, None, solver)
+        return model(
+            ts,
+            y0,
+            solver=solver,
+            stepsize_controller=controller,
+            adjoint=adjoint,
+            dt0=dt0,
         )
-    )(y0s)
+
+    return jax.vmap(one)(y0s)
 
 
 # The next two functions are diffrax + equinox directly, not dynjax: a reference
@@ -252,7 +281,7 @@ def _raw_solve(mlp, ts, y0, solver, adjoint, batched):
         solver,
         ts[0],
         ts[-1],
-        None,
+        initial_step(field, ts, y0, mlp, solver),
         y0,
         args=mlp,
         saveat=dfx.SaveAt(ts=ts),
@@ -502,29 +531,41 @@ def diffusion_case(args):
 
     if hasattr(dynjax, "reverse_sde_sample"):
         sde = dynjax.VPSDE(beta_min, beta_max, T)
+        for brownian in ("increments", "tree"):
 
-        def sample_dynjax():
-            out = dynjax.reverse_sde_sample(
-                score, sde, key, n, D, n_steps=n_steps, t_min=t_min, dtype=jnp.float32
+            def sample_dynjax(brownian=brownian):
+                out = dynjax.reverse_sde_sample(
+                    score,
+                    sde,
+                    key,
+                    n,
+                    D,
+                    n_steps=n_steps,
+                    t_min=t_min,
+                    dtype=jnp.float32,
+                    brownian=brownian,
+                )
+                return block(out.xs)
+
+            first = warm(sample_dynjax)
+            xs = sample_dynjax()
+            config = f"reverse_sde_sample, brownian='{brownian}'"
+            if brownian == "increments":
+                config = "reverse_sde_sample, 'increments' (default)"
+            row(
+                case,
+                "dynjax",
+                config,
+                fn=sample_dynjax,
+                first=first,
+                ref=("torch", "Euler-Maruyama loop"),
+                n=n,
+                note=summary(xs),
             )
-            return block(out.xs)
-
-        first = warm(sample_dynjax)
-        xs = sample_dynjax()
-        row(
-            case,
-            "dynjax",
-            "reverse_sde_sample (VirtualBrownianTree)",
-            fn=sample_dynjax,
-            first=first,
-            ref=("torch", "Euler-Maruyama loop"),
-            n=n,
-            note=summary(xs),
-        )
     else:
         row(case, "dynjax", "missing", note="dynjax.reverse_sde_sample not exported")
 
-    # diffrax directly, as dynjax runs it but with `UnsafeBrownianPath` (a fresh
+    # diffrax directly, as dynjax's default runs it: `UnsafeBrownianPath` (a fresh
     # normal increment per step; valid for fixed steps and no backpropagation).
     @jax.jit
     def sample_unsafe(key):
@@ -691,6 +732,12 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=2, help="torch's thread count")
     p.add_argument(
+        "--hairer-dt0",
+        action="store_true",
+        help="JAX rows: dt0 from PIDController.init on the ODETerm (torchdiffeq's "
+        "choice) instead of diffeqsolve's 0.01",
+    )
+    p.add_argument(
         "--skip", default="", help="comma-separated: training,diffusion,torch,raw"
     )
     p.add_argument("--batch", type=int, default=256)
@@ -701,6 +748,7 @@ def main(argv=None):
     p.add_argument("--sde-steps", type=int, default=1000)
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*runs in float32.*")
+    HAIRER_DT0[0] = args.hairer_dt0
     args.skip = set(filter(None, args.skip.split(",")))
     args.solvers = args.solvers.split(",")
     args.adjoints = args.adjoints.split(",")
@@ -724,6 +772,7 @@ def main(argv=None):
     print(
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average before: "
         f"{os.getloadavg()}"
+        + (", JAX rows: dt0 by PIDController.init" if args.hairer_dt0 else "")
     )
     if "training" not in args.skip:
         training_case(args)
