@@ -21,16 +21,18 @@ class FitResult(eqx.Module):
     **Attributes:**
 
     - `model`: the trained model (a Module of the same structure as the one
-        passed in). After a non-finite loss or gradient at step `stopped_at`, it
-        is the model that step was evaluated at (the result of every finite
-        update before it); after a non-finite update, the model before it.
+        passed in). After a stop it is the last model whose loss was finite:
+        after a non-finite loss at step `stopped_at`, the model step
+        `stopped_at - 1` was evaluated at (the update that produced the failing
+        model is undone); after a non-finite gradient or update, the model step
+        `stopped_at` was evaluated at.
     - `losses`: the training loss at every step done, shape `(n_steps,)`, in
         the loss's own units (the loss is evaluated before that step's update).
         After a non-finite loss the last entry is that loss.
-    - `opt_state`: the optax state after the last update.
+    - `opt_state`: the optax state that goes with `model`.
     - `key`: the PRNG key the next step would use.
-    - `n_steps`: the number of steps done (updates applied, plus the one
-        rejected step after a non-finite loss), an `int`.
+    - `n_steps`: the number of steps run (the length of `losses`, the failing
+        step included), an `int`.
     - `result`: `RESULTS.successful`, or `RESULTS.nonfinite_loss`.
     - `stopped_at`: the 0-based global step whose loss or gradient was
         non-finite, or `-1`.
@@ -70,10 +72,11 @@ def _all_finite(tree) -> jax.Array:
 
 
 @eqx.filter_jit
-def _chunk(params, static, opt_state, key, data, start, n_active, loss, optimizer,
-           batch_size, chunk_size):  # fmt: skip
+def _chunk(params, static, opt_state, prev, key, data, start, n_active, loss,
+           optimizer, batch_size, chunk_size):  # fmt: skip
     """`chunk_size` training steps as one `lax.scan`; steps `>= n_active` and the
-    steps after a non-finite loss are skipped (one compilation for every chunk)."""
+    steps after a non-finite loss are skipped (one compilation for every chunk).
+    `prev` is the (parameters, optimizer state) before the last update."""
     n_data = None if data is None else jax.tree.leaves(data)[0].shape[0]
 
     def loss_of(p, batch, k):
@@ -86,40 +89,48 @@ def _chunk(params, static, opt_state, key, data, start, n_active, loss, optimize
         return jax.tree.map(lambda a: a[idx], data)
 
     def step(carry, i):
-        params, opt_state, key, stop = carry
+        params, opt_state, prev, key, stop = carry
 
         def run(_):
             new_key, k_batch, k_loss = jax.random.split(key, 3)
             value, grads = eqx.filter_value_and_grad(loss_of)(
                 params, take(k_batch), k_loss
             )
-            finite = jnp.isfinite(value) & _all_finite(grads)
             updates, state = optimizer.update(grads, opt_state, params)
             new_params = eqx.apply_updates(params, updates)
+            loss_ok = jnp.isfinite(value)
             # (A finite gradient can still give a non-finite update: a NaN schedule.)
-            finite = finite & _all_finite(new_params)
-            p, s = jax.lax.cond(
-                finite,
-                lambda _: (new_params, state),
-                lambda _: (params, opt_state),
+            ok = loss_ok & _all_finite(grads) & _all_finite(new_params)
+            # Keep the last model whose loss was finite: after a non-finite loss,
+            # the one before the last update (`prev`); after a non-finite
+            # gradient or update, the current one.
+            p, s, prev_ = jax.lax.cond(
+                ok,
+                lambda _: (new_params, state, (params, opt_state)),
+                lambda _: jax.lax.cond(
+                    loss_ok,
+                    lambda _: (params, opt_state, prev),
+                    lambda _: (*prev, prev),
+                    None,
+                ),
                 None,
             )
-            stop_ = jnp.where(finite, stop, start + i).astype(stop.dtype)
-            return (p, s, new_key, stop_), value.astype(jnp.result_type(float))
+            stop_ = jnp.where(ok, stop, start + i).astype(stop.dtype)
+            return (p, s, prev_, new_key, stop_), value.astype(jnp.result_type(float))
 
         def skip(_):
-            return (params, opt_state, key, stop), jnp.array(
-                jnp.nan, jnp.result_type(float)
-            )
+            nan = jnp.array(jnp.nan, jnp.result_type(float))
+            return (params, opt_state, prev, key, stop), nan
 
         active = (i < n_active) & (stop < 0)
         return jax.lax.cond(active, run, skip, None)
 
     stop0 = jnp.array(-1, dtype=jnp.int32)
-    (params, opt_state, key, stop), values = jax.lax.scan(
-        step, (params, opt_state, key, stop0), jnp.arange(chunk_size)
+    carry = (params, opt_state, prev, key, stop0)
+    (params, opt_state, prev, key, stop), values = jax.lax.scan(
+        step, carry, jnp.arange(chunk_size)
     )
-    return params, opt_state, key, stop, values
+    return params, opt_state, prev, key, stop, values
 
 
 def _check_data(data):
@@ -179,8 +190,9 @@ def fit(
 
     A non-finite loss, gradient or updated model stops the run: that step's
     update is not applied, a warning names the step, and the result holds the
-    last finite model with `result == RESULTS.nonfinite_loss`. Ctrl-C raises
-    `dynjax.FitInterrupted` whose `result` holds every completed chunk.
+    last model whose loss was finite, with `result == RESULTS.nonfinite_loss`.
+    Ctrl-C raises `dynjax.FitInterrupted` whose `result` holds every completed
+    chunk.
 
     **Arguments:**
 
@@ -251,6 +263,7 @@ def fit(
     params, static = eqx.partition(model, trainable)
     if opt_state is None:
         opt_state = optimizer.init(params)
+    prev = (params, opt_state)
     stop = -1
 
     def result():
@@ -276,9 +289,9 @@ def fit(
         while left > 0:
             n = min(chunk_size, left)
             start, n_active = jnp.asarray(done), jnp.asarray(n)
-            out = _chunk(params, static, opt_state, key, data, start, n_active,
-                         loss, optimizer, batch_size, chunk_size)  # fmt: skip
-            params, opt_state, key, stop_, values = out
+            out = _chunk(params, static, opt_state, prev, key, data, start,
+                         n_active, loss, optimizer, batch_size, chunk_size)  # fmt: skip
+            params, opt_state, prev, key, stop_, values = out
             stop = int(stop_)
             n_done = n if stop < 0 else stop - done + 1
             values = np.asarray(values)[:n_done]
@@ -293,11 +306,10 @@ def fit(
             if stop >= 0:
                 warnings.warn(
                     f"dynjax.fit: the loss, its gradient or the updated model became "
-                    f"non-finite at step "
-                    f"{stop} (loss {values[-1]}); stopped, returning the last finite "
-                    "model. Lower the learning rate, clip gradients "
-                    "(`optax.clip_by_global_norm`), or check the loss for log(0) and "
-                    "division by zero.",
+                    f"non-finite at step {stop} (loss {values[-1]}); stopped, "
+                    "returning the last model whose loss was finite. Lower the "
+                    "learning rate, clip gradients (`optax.clip_by_global_norm`), or "
+                    "check the loss for log(0) and division by zero.",
                     RuntimeWarning,
                     stacklevel=user_stacklevel(),
                 )
