@@ -1,3 +1,5 @@
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,3 +92,15 @@ def params_to_arrays(params):
         return leaf
 
     return jax.tree.map(convert, params)
+
+
+def progress_bar(**kwargs):
+    """A tqdm bar: a widget in Jupyter when ipywidgets is installed, text otherwise.
+
+    (`tqdm.auto` warns "IProgress not found" in a notebook without ipywidgets and
+    falls back to the text bar; the fallback is fine, so the warning is dropped.)
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from tqdm.auto import tqdm
+    return tqdm(**kwargs)

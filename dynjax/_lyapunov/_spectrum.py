@@ -20,7 +20,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 
 from .._custom_types import Args, Inputs, State, StateLike, Tangents
-from .._misc import check_inputs, input_at, is_concrete
+from .._misc import check_inputs, input_at, is_concrete, progress_bar
 from .._results import raise_if_failed, RESULTS
 from .._system import AbstractDrivenMap, AbstractFlow, AbstractSystem
 from .._system._checks import check_state, conform, evolution_spec
@@ -646,8 +646,6 @@ def _run_chunked(system, x0, args, inputs, state, key, dt, solver, layout, count
                  throw, progress) -> LyapunovResult:  # fmt: skip
     """`progress=`: the run as compiled chunks (`_piece`, compiled once), a tqdm
     bar between them. The history rows are those of one uninterrupted run."""
-    from tqdm.auto import tqdm
-
     n_chunks = 100 if progress is True else _check_int("progress", progress, 1)
     interval = layout.interval
     n_full, rem = counts["full"], counts["rem"]
@@ -691,7 +689,7 @@ def _run_chunked(system, x0, args, inputs, state, key, dt, solver, layout, count
             layout,
         )  # fmt: skip
 
-    bar = tqdm(total=total, desc="Lyapunov", unit="step")
+    bar = progress_bar(total=total, desc="Lyapunov", unit="step")
     try:
         if counts["transient"] or counts["warmup"] or state is None:
             bar.set_postfix_str("transient")

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from .._misc import progress_bar
 from .._results import RESULTS
 from .._system._checks import user_stacklevel
 
@@ -281,9 +282,7 @@ def fit(
 
     bar = None
     if progress and n_steps > 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_steps, desc="fit", unit="step")
+        bar = progress_bar(total=n_steps, desc="fit", unit="step")
     left = n_steps
     try:
         while left > 0:
