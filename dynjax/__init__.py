@@ -3,6 +3,19 @@
 import importlib.metadata
 
 from . import plot as plot, systems as systems
+from ._diffusion import (
+    AbstractSDE as AbstractSDE,
+    DiffusionLikelihood as DiffusionLikelihood,
+    DiffusionSamples as DiffusionSamples,
+    probability_flow_log_likelihood as probability_flow_log_likelihood,
+    probability_flow_sample as probability_flow_sample,
+    ProbabilityFlow as ProbabilityFlow,
+    reverse_sde_sample as reverse_sde_sample,
+    score_matching_loss as score_matching_loss,
+    SubVPSDE as SubVPSDE,
+    VESDE as VESDE,
+    VPSDE as VPSDE,
+)
 from ._equilibria import (
     check_lyapunov_function as check_lyapunov_function,
     Equilibria as Equilibria,
@@ -38,6 +51,12 @@ from ._lyapunov import (
     LyapunovState as LyapunovState,
     max_lyapunov as max_lyapunov,
 )
+from ._neural import (
+    CNF as CNF,
+    fit_density as fit_density,
+    fit_trajectories as fit_trajectories,
+    NeuralODE as NeuralODE,
+)
 from ._periodic import (
     find_periodic_orbit as find_periodic_orbit,
     PeriodicOrbit as PeriodicOrbit,
@@ -71,32 +90,6 @@ from ._training import (
     load_model as load_model,
     save_model as save_model,
 )
-
-
-# --- neural / diffusion --- (re-exports of dynjax/_neural and dynjax/_diffusion)
-# isort: split
-from ._diffusion import (
-    AbstractSDE as AbstractSDE,
-    DiffusionLikelihood as DiffusionLikelihood,
-    DiffusionSamples as DiffusionSamples,
-    probability_flow_log_likelihood as probability_flow_log_likelihood,
-    probability_flow_sample as probability_flow_sample,
-    ProbabilityFlow as ProbabilityFlow,
-    reverse_sde_sample as reverse_sde_sample,
-    score_matching_loss as score_matching_loss,
-    SubVPSDE as SubVPSDE,
-    VESDE as VESDE,
-    VPSDE as VPSDE,
-)
-from ._neural import (
-    CNF as CNF,
-    fit_density as fit_density,
-    fit_trajectories as fit_trajectories,
-    NeuralODE as NeuralODE,
-)
-
-
-# --- end neural / diffusion ---
 
 
 try:
