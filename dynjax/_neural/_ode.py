@@ -11,7 +11,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._custom_types import Args, RealScalarLike, State
 from .._system import AbstractFlow
-from .._system._checks import conform
+from .._system._checks import check_finite, conform
 
 
 class _MLPField(eqx.Module):
@@ -93,6 +93,7 @@ class NeuralODE(AbstractFlow):
         model = dynjax.NeuralODE(2, width=64, depth=2, key=jax.random.key(0))
         ts = jnp.linspace(0.0, 10.0, 101)
         xs = model(ts, jnp.array([1.0, 0.0]))  # (101, 2)
+        xs = model(ts, x0s)  # x0s (256, 2): one ODE for the batch, (256, 101, 2)
         eq = dynjax.find_equilibria(model, guesses)  # a trained model's equilibria
         ```
 
@@ -100,7 +101,9 @@ class NeuralODE(AbstractFlow):
     "Neural Ordinary Differential Equations", NeurIPS 2018; E. Dupont, A. Doucet
     and Y. W. Teh, "Augmented Neural ODEs", NeurIPS 2019; P. Kidger, *On Neural
     Differential Equations*, PhD thesis, University of Oxford, 2021 (arXiv
-    2202.02435).
+    2202.02435); E. Hairer, S. P. Norsett and G. Wanner, *Solving Ordinary
+    Differential Equations I*, 2nd ed., Springer 1993, Section II.4 (the initial
+    step).
     """
 
     func: Callable
@@ -201,7 +204,7 @@ class NeuralODE(AbstractFlow):
     def __call__(
         self,
         ts: Float[ArrayLike, " T"],
-        x0: Float[ArrayLike, " data_size"],
+        x0: Float[ArrayLike, "*batch data_size"],
         *,
         solver: dfx.AbstractSolver | None = None,
         stepsize_controller: dfx.AbstractStepSizeController | None = None,
@@ -209,19 +212,44 @@ class NeuralODE(AbstractFlow):
         dt0: RealScalarLike | None = None,
         max_steps: int = 4096,
         throw: bool = True,
-    ) -> Float[Array, "T data_size"]:
+    ) -> Float[Array, "*batch T data_size"]:
         """Solve from `x0` at `ts[0]` and read out the states at `ts`.
 
         Integrates `dz/dt = func(t, z)` from `lift(x0)` over `[ts[0], ts[-1]]`
         with `diffrax.diffeqsolve` and returns `readout(z(ts))`. Differentiable
-        with respect to the model's parameters and `x0` through `adjoint`;
-        `vmap` it over initial states.
+        with respect to the model's parameters and `x0` through `adjoint`.
+
+        **A batch is one ODE.** For `x0` of shape `(batch, data_size)` the batch
+        is solved as one ODE on the `(batch, d)` state `Z`, `dZ/dt =
+        jax.vmap(func, in_axes=(None, 0))(t, Z)`, as torchdiffeq does: one
+        sequence of adaptive steps for the whole batch, accepted or rejected by
+        the controller's norm over all `batch * d` components (the RMS norm of
+        `diffrax.PIDController`). Compared with `jax.vmap` of the one-sample
+        call (every sample its own steps):
+
+        - the hardest sample sets the step for all, so an easy sample takes more
+            steps than it would alone, and each sample's solution depends on the
+            rest of the batch within the solver's tolerance (not beyond it);
+        - the gradient of a batch loss is the same within the solver's tolerance
+            (exactly the same with a constant step size);
+        - training is faster: every step is one matrix product over the batch,
+            and the backward pass carries one parameter cotangent, where a
+            vmapped solve carries one per sample. With
+            `diffrax.BacksolveAdjoint` that difference is large (the parameter
+            adjoint is part of the adjoint ODE's state: one of it per sample
+            under `vmap`), so batch the call rather than vmap it.
+
+        **Initial step.** With `dt0=None` and a `diffrax.PIDController` the first
+        step is the controller's own choice for the ODE (Hairer, Norsett and
+        Wanner 1993, Section II.4; torchdiffeq's too), which `diffeqsolve`
+        (diffrax 0.7.2) replaces by 0.01.
 
         **Arguments:**
 
         - `ts`: the save times, shape `(T,)` with `T >= 2`, strictly increasing;
             `ts[0]` is the initial time.
-        - `x0`: the initial data, shape `(data_size,)`; its floating dtype is the
+        - `x0`: the initial data, shape `(data_size,)`, or `(batch, data_size)`
+            for a batch solved as one ODE; its floating dtype is the
             computation's (the model's parameters are cast to it).
         - `solver`: any diffrax ODE solver (default `diffrax.Tsit5()`).
         - `stepsize_controller`: default `diffrax.PIDController(rtol=1e-6,
@@ -233,14 +261,16 @@ class NeuralODE(AbstractFlow):
             continuous adjoint equations backwards (Chen et al. 2018: memory
             independent of the number of steps, gradients accurate to the
             solver's tolerance).
-        - `dt0`: the initial step (`None`: chosen by the controller).
-        - `max_steps`: the solver's step budget.
+        - `dt0`: the initial step (`None`: chosen by the controller, as above).
+        - `max_steps`: the solver's step budget (for the whole batch).
         - `throw`: raise if the solve fails (step budget exhausted, step size
-            collapsed). With `throw=False` the times not reached are `inf`.
+            collapsed). With `throw=False` the times not reached are `inf` (for
+            the whole batch).
 
         **Returns:**
 
-        The data trajectory, shape `(T, data_size)`, in `x0`'s dtype.
+        The data trajectory, shape `(T, data_size)`, or `(batch, T, data_size)`
+        for a batch, in `x0`'s dtype.
 
         **Raises:**
 
@@ -249,14 +279,18 @@ class NeuralODE(AbstractFlow):
         vector field that does not return a `(d,)` array of the state's dtype.
         """
         x0 = _as_float(x0)
-        if x0.ndim != 1 or x0.shape[0] != self.data_size:
+        if x0.ndim not in (1, 2) or x0.shape[-1] != self.data_size or x0.size == 0:
             raise ValueError(
-                f"`x0` must have shape ({self.data_size},) (the model's "
-                f"data_size), got {x0.shape}. Use `jax.vmap` over a batch of "
-                "initial states."
+                f"`x0` must have shape ({self.data_size},) (one initial state; "
+                f"the model's data_size) or (batch, {self.data_size}) with batch "
+                f">= 1 (a batch solved as one ODE), got {x0.shape}."
             )
+        x0 = check_finite(
+            x0, "`x0` contains non-finite values (NaN or inf); pass finite states."
+        )
         check_vector_field(self, x0.dtype)
-        model, z0, _ = conform(self, self.lift(x0), verb="NeuralODE", name="x0")
+        one = self.lift(x0 if x0.ndim == 1 else x0[0])
+        model, z0, _ = conform(self, one, verb="NeuralODE", name="x0")
         ts = check_times(ts, z0.dtype)
         if isinstance(ts, jax.core.Tracer):
             ts = eqx.error_if(
@@ -356,15 +390,50 @@ def _field(t, z, model):
     return model.vector_field(t, z, None)
 
 
+def _batch_field(t, z, model):
+    # The batch (b, d) as one state: one field evaluation is one batched MLP.
+    return jax.vmap(model.vector_field, in_axes=(None, 0, None))(t, z, None)
+
+
+def initial_step(term, solver, controller, t0, t1, y0, args):
+    """The first step that a `diffrax.PIDController` chooses for the ODE `term`
+    (Hairer, Norsett and Wanner 1993, Section II.4), or `None` for other
+    controllers (and then `diffeqsolve` decides).
+
+    A workaround: diffrax 0.7.2's `diffeqsolve(dt0=None)` wraps the terms in a
+    `WrapTerm` before calling `PIDController.init`, whose initial-step algorithm
+    returns 0.01 for anything but an `ODETerm`, which costs a step or more per
+    solve. Here the controller is handed the `ODETerm` itself, as `diffeqsolve`
+    intended (under `stop_gradient`, as in `PIDController.init`).
+    """
+    # Repro: diffeqsolve(ODETerm(lambda t, y, a: -y), Dopri5(), 0.0, 1.0, None, 1.0,
+    # stepsize_controller=PIDController(rtol=1e-6, atol=1e-6),
+    # saveat=SaveAt(steps=True)).ts[0] is 0.01; PIDController.init on the
+    # ODETerm gives t0 + 0.0289.
+    inner = controller
+    if isinstance(inner, dfx.ClipStepSizeController):  # PIDController(step_ts=...)
+        inner = inner.controller
+    if not isinstance(inner, dfx.PIDController):
+        return None
+    order = solver.error_order(term)
+    t_next, _ = inner.init(term, t0, t1, y0, None, args, solver.func, order)
+    return jax.lax.stop_gradient(t_next - t0)
+
+
 @eqx.filter_jit
 def predict(model, ts, x0, solver, controller, adjoint, dt0, max_steps, throw):
-    """The data trajectory `readout(z(ts))` from `x0` at `ts[0]`, no checks.
+    """The data trajectory `readout(z(ts))` from `x0` at `ts[0]`, no checks:
+    shape `(T, data_size)` for `x0` of shape `(data_size,)`, `(batch, T,
+    data_size)` for a batch `(batch, data_size)` solved as one ODE.
 
     The model travels as diffrax's `args`, so every adjoint (`BacksolveAdjoint`
     included) differentiates with respect to its parameters."""
     z0 = lift_of(model)(x0)
+    term = dfx.ODETerm(_field if z0.ndim == 1 else _batch_field)
+    if dt0 is None:
+        dt0 = initial_step(term, solver, controller, ts[0], ts[-1], z0, model)
     sol = dfx.diffeqsolve(
-        dfx.ODETerm(_field),
+        term,
         solver,
         ts[0],
         ts[-1],
@@ -377,4 +446,5 @@ def predict(model, ts, x0, solver, controller, adjoint, dt0, max_steps, throw):
         max_steps=max_steps,
         throw=throw,
     )
-    return readout_of(model)(sol.ys)
+    ys = sol.ys if z0.ndim == 1 else jnp.swapaxes(sol.ys, 0, 1)
+    return readout_of(model)(ys)

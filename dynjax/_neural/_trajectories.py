@@ -47,23 +47,22 @@ class _TrajectoryLoss(eqx.Module):
         # save times) and weighted out.
         saves = jnp.minimum(self.ts, self.t_end)
 
-        def one(x0):
-            # throw=False: a failed solve gives `inf` states, hence a non-finite
-            # loss, which `dynjax.fit` reports with its step.
-            return predict(
-                model,
-                saves,
-                x0,
-                self.solver,
-                self.controller,
-                self.adjoint,
-                self.dt0,
-                self.max_steps,
-                False,
-            )
-
-        # (The first time is the initial condition, reproduced exactly.)
-        pred, target = jax.vmap(one)(batch[:, 0])[:, 1:], batch[:, 1:]
+        # The minibatch is one ODE on a (batch_size, d) state (shared steps; see
+        # `NeuralODE.__call__`). throw=False: a failed solve gives `inf` states,
+        # hence a non-finite loss, which `dynjax.fit` reports with its step. (The
+        # first time is the initial condition, reproduced exactly.)
+        pred = predict(
+            model,
+            saves,
+            batch[:, 0],
+            self.solver,
+            self.controller,
+            self.adjoint,
+            self.dt0,
+            self.max_steps,
+            False,
+        )
+        pred, target = pred[:, 1:], batch[:, 1:]
         inside = (self.ts[1:] <= self.t_end)[None, :, None]
         if self.loss is None:  # mean squared error over the window
             squares = jnp.where(inside, (pred - target) ** 2, 0.0)
@@ -139,7 +138,10 @@ def fit_trajectories(
     the model from its first observation `ys[i, 0]` at `ts[0]`
     (`NeuralODE.__call__`: lift, diffrax solve, read-out) and the loss compares
     the prediction with `ys[i]` at `ts[1:]` (mean squared error by default; the
-    first time is the initial condition, reproduced exactly). Training runs
+    first time is the initial condition, reproduced exactly). Each minibatch is
+    solved as one ODE on a `(batch_size, d)` state with shared adaptive steps,
+    as `NeuralODE.__call__` does for a batch (there: the trade-off; gradients
+    equal those of per-sample solves within the solver's tolerance). Training runs
     on `dynjax.fit`: compiled chunks of optax steps, a minibatch of
     `batch_size` trajectories drawn by key at each step, a tqdm bar, a stop at
     the first non-finite loss or gradient with the step reported and the last
@@ -184,8 +186,10 @@ def fit_trajectories(
     - `solver`, `stepsize_controller`, `adjoint`, `dt0`, `max_steps`: the solve,
         as in `NeuralODE.__call__` (default `Tsit5`, a PID controller at
         `rtol=1e-6, atol=1e-8` in float64 (`1e-4, 1e-6` in float32),
-        `RecursiveCheckpointAdjoint`). A failed solve is a non-finite loss,
-        which stops the training.
+        `RecursiveCheckpointAdjoint`; with `dt0=None` a `PIDController` picks
+        the first step from the ODE, Hairer, Norsett and Wanner's algorithm).
+        `max_steps` counts the steps of one minibatch's solve. A failed solve is
+        a non-finite loss, which stops the training.
     - `chunk_size`, `progress`: as in `dynjax.fit`.
     - `resume`: a `FitResult` of an earlier call to continue from: `n_steps`
         more steps on whole trajectories (no curriculum).
