@@ -30,9 +30,11 @@ class ProbabilityFlow(AbstractFlow):
     the prior at `T` to the data at `0`.
 
     Being an `AbstractFlow`, it runs through every dynjax verb:
-    `dynjax.trajectory` (from `t0=sde.T` to `t1=t_min` to sample),
-    `dynjax.linearize` (at any `t=`), `dynjax.find_equilibria`,
-    `dynjax.lyapunov_spectrum`. It is non-autonomous: pass the time with `t=`.
+    `dynjax.trajectory` (forward in time, from data at `t0=t_min` to
+    `t1=sde.T`: the encoding direction; sample, backwards from `T`, with
+    `dynjax.probability_flow_sample`), `dynjax.linearize` (at any `t=`),
+    `dynjax.find_equilibria`, `dynjax.lyapunov_spectrum`. It is
+    non-autonomous: pass the time with `t=`.
 
     **Arguments:**
 

@@ -177,7 +177,7 @@ def fit(
     chunk_size: int = 100,
     progress: bool = True,
     resume: FitResult | None = None,
-    trainable: Callable[[Any], bool] = eqx.is_inexact_array,
+    trainable: Callable[[Any], bool] | PyTree[bool] = eqx.is_inexact_array,
 ) -> FitResult:
     """Train a model with an optax optimizer, as compiled chunks of steps.
 
@@ -200,8 +200,9 @@ def fit(
     - `loss`: `loss(model, batch, key) -> scalar`. `batch` has the structure of
         `data` with `batch_size` rows (all of `data` if `batch_size=None`;
         `None` if `data=None`); `key` is a fresh key for the loss's own
-        randomness (noise, probes, times). Pass the same function object on
-        every call to reuse the compilation.
+        randomness (noise, probes, times). `loss` and `optimizer` are part of
+        the compiled program: pass the same objects on every call (define them
+        once, not inline) to reuse the compilation.
     - `model`: any pytree, usually an equinox Module.
     - `optimizer`: any `optax.GradientTransformation` (schedules included).
     - `n_steps`: the number of steps to run (more steps on top of `resume`).
@@ -213,7 +214,11 @@ def fit(
     - `resume`: a `FitResult` to continue from (its model, optimizer state and
         key replace `model` and `key`; losses are appended).
     - `trainable`: a filter selecting the trained leaves (default: every float
-        array).
+        array). Every float array of `model` is trained unless excluded: a model
+        that holds fixed constants (e.g. the `dynjax.VPSDE` inside a score
+        network) should read them through `jax.lax.stop_gradient`, or pass
+        `trainable` as a pytree of bools shaped like the model (as
+        `eqx.partition` accepts) with `False` at those leaves.
 
     **Returns:**
 
