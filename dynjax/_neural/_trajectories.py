@@ -145,7 +145,7 @@ def fit_trajectories(
     on `dynjax.fit`: compiled chunks of optax steps, a minibatch of
     `batch_size` trajectories drawn by key at each step, a tqdm bar, a stop at
     the first non-finite loss or gradient with the step reported and the last
-    finite model returned.
+    model whose loss was finite returned.
 
     **Length curriculum.** Fitting whole long trajectories from a random
     initialisation often lands in a poor local minimum (the predicted and the
