@@ -90,7 +90,8 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportRedeclaration]
         "The training loss or its gradient became non-finite (NaN or inf); training "
         "stopped and the last finite model was kept. Lower the learning rate, clip "
         "gradients (`optax.clip_by_global_norm`), or check the loss for log(0) and "
-        "division by zero."
+        "division by zero. A loss that solves a differential equation also becomes "
+        "non-finite when the solve fails: raise `max_steps` or use a stiff solver."
     )
 
 

@@ -30,6 +30,22 @@ def _linear(key):
     return eqx.nn.Linear(3, 1, key=key)
 
 
+class _Traces:
+    n = 0
+
+
+def _make_loss():
+    # A fresh function object on every call, as when a notebook cell is re-run.
+    def loss(model, batch, key):
+        _Traces.n += 1  # runs at trace time only
+        return _mse(model, batch, key) * _SCALE
+
+    return loss
+
+
+_SCALE = 1.0
+
+
 def test_full_batch_gd_reaches_least_squares():
     # Reference: NumPy's least-squares solution of the same problem.
     X, y = _regression()
@@ -72,20 +88,14 @@ def test_minibatches_are_drawn_without_replacement():
 
 def test_one_compilation_for_any_number_of_steps():
     X, y = _regression()
-    traces = []
-
-    def loss(model, batch, key):
-        traces.append(1)  # runs at trace time only
-        return _mse(model, batch, key)
-
-    opt = optax.adam(1e-2)
+    opt, loss = optax.adam(1e-2), _make_loss()
     model = _linear(jax.random.key(0))
     dynjax.fit(loss, model, opt, data=(X, y), n_steps=35, chunk_size=10,
                key=jax.random.key(1), progress=False)  # fmt: skip
-    n = len(traces)
+    n = _Traces.n
     dynjax.fit(loss, model, opt, data=(X, y), n_steps=53, chunk_size=10,
                key=jax.random.key(2), progress=False)  # fmt: skip
-    assert n >= 1 and len(traces) == n
+    assert n >= 1 and _Traces.n == n
 
 
 def test_nonfinite_update_stops_with_last_finite_model():
@@ -229,3 +239,31 @@ def test_integrate_divergence_linear_flow():
                                                    key=k)[1])(keys)  # fmt: skip
     se = np.std(ells) / np.sqrt(len(keys))
     assert abs(np.mean(ells) - 1.5 * np.trace(A)) < 4 * se
+
+
+def test_equal_definitions_share_one_compilation():
+    # Loss and optimizer are compared by value (code, closure, globals read): an
+    # equal re-definition reuses the compilation, a different one recompiles, and
+    # a reassigned global is seen (no stale program).
+    global _SCALE
+    X, y = _regression()
+    model, kw = _linear(jax.random.key(0)), dict(data=(X, y), progress=False)
+    first = dynjax.fit(_make_loss(), model, optax.adam(3e-3), n_steps=5,
+                       key=jax.random.key(1), **kw)  # fmt: skip
+    n = _Traces.n
+    again = dynjax.fit(_make_loss(), model, optax.adam(3e-3), n_steps=5,
+                       key=jax.random.key(1), **kw)  # fmt: skip
+    assert _Traces.n == n
+    np.testing.assert_array_equal(again.losses, first.losses)
+    dynjax.fit(_make_loss(), model, optax.adam(1e-3), n_steps=5,
+               key=jax.random.key(1), **kw)  # fmt: skip
+    assert _Traces.n > n
+    n = _Traces.n
+    _SCALE = 2.0
+    try:
+        scaled = dynjax.fit(_make_loss(), model, optax.adam(3e-3), n_steps=1,
+                            key=jax.random.key(1), **kw)  # fmt: skip
+    finally:
+        _SCALE = 1.0
+    assert _Traces.n > n
+    np.testing.assert_allclose(scaled.losses[0], 2 * first.losses[0], rtol=1e-12)

@@ -1,5 +1,7 @@
 """The optax training engine behind every dynjax verb that trains a model."""
 
+import functools
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -67,6 +69,84 @@ class FitInterrupted(KeyboardInterrupt):
         self.result = result
 
 
+# --- compile-cache keys by value --------------------------------------------------
+#
+# `eqx.filter_jit` keys its cache on static arguments by equality, and functions
+# compare by identity: `optax.adam(1e-3)` written again in a notebook cell, or the
+# same loss lambda re-run, would recompile. `_ByValue` compares a function by its
+# code, defaults, closure contents and the globals it reads (recursively), so equal
+# definitions share one compilation. Small arrays and equinox Modules compare by
+# value too; anything else (large arrays, other objects) by identity, as before.
+
+_SCALARS = (type(None), bool, int, float, complex, str, bytes, np.generic)
+_ARRAY_BY_VALUE = 4096  # arrays up to this size compare by value
+
+
+def _value_key(obj, seen: frozenset = frozenset(), depth: int = 0):
+    if isinstance(obj, _SCALARS):
+        return (type(obj), obj.item() if isinstance(obj, np.generic) else obj)
+    if id(obj) in seen or depth > 32:
+        return ("ref", id(obj))
+    seen = seen | {id(obj)}
+
+    def key(x):
+        return _value_key(x, seen, depth + 1)
+
+    if type(obj) in (tuple, list) or (
+        isinstance(obj, tuple) and hasattr(obj, "_fields")
+    ):
+        return (type(obj), tuple(key(x) for x in obj))
+    if type(obj) is dict:
+        return (dict, tuple(sorted((repr(k), key(v)) for k, v in obj.items())))
+    if isinstance(obj, types.FunctionType):
+        code = obj.__code__
+        cells = tuple(key(c.cell_contents) for c in obj.__closure__ or ())
+        names = tuple(
+            (n, key(obj.__globals__[n])) for n in code.co_names if n in obj.__globals__
+        )
+        return (
+            "fn",
+            code,
+            key(obj.__defaults__),
+            key(obj.__kwdefaults__),
+            cells,
+            names,
+        )
+    if isinstance(obj, functools.partial):
+        return ("partial", key(obj.func), key(obj.args), key(obj.keywords))
+    if isinstance(obj, types.MethodType):
+        return ("method", key(obj.__func__), key(obj.__self__))
+    if isinstance(obj, (jax.Array, np.ndarray)) and not isinstance(
+        obj, jax.core.Tracer
+    ):
+        if obj.size <= _ARRAY_BY_VALUE:  # (a constant baked into the program)
+            return ("array", obj.shape, obj.dtype.name, np.asarray(obj).tobytes())
+        return ("ref", id(obj))
+    if isinstance(obj, eqx.Module):
+        leaves, treedef = jax.tree.flatten(obj)
+        return ("module", treedef, tuple(key(x) for x in leaves))
+    return ("ref", id(obj))
+
+
+class _ByValue:
+    """A static jit argument compared by `_value_key` (it keeps `obj` alive, so the
+    identities inside the key stay unique)."""
+
+    def __init__(self, obj):
+        self.obj = obj
+        try:
+            self._key = _value_key(obj)
+            hash(self._key)
+        except Exception:  # (an unhashable part: fall back to identity)
+            self._key = ("ref", id(obj))
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, _ByValue) and self._key == other._key
+
+
 def _all_finite(tree) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
@@ -79,6 +159,8 @@ def _chunk(params, static, opt_state, prev, key, data, start, n_active, loss,
     steps after a non-finite loss are skipped (one compilation for every chunk).
     `prev` is the (parameters, optimizer state) before the last update."""
     n_data = None if data is None else jax.tree.leaves(data)[0].shape[0]
+
+    loss, optimizer = loss.obj, optimizer.obj
 
     def loss_of(p, batch, k):
         return loss(eqx.combine(p, static), batch, k)
@@ -201,8 +283,10 @@ def fit(
         `data` with `batch_size` rows (all of `data` if `batch_size=None`;
         `None` if `data=None`); `key` is a fresh key for the loss's own
         randomness (noise, probes, times). `loss` and `optimizer` are part of
-        the compiled program: pass the same objects on every call (define them
-        once, not inline) to reuse the compilation.
+        the compiled program; they are compared by value (code, closure and the
+        globals they read, with Modules and arrays of up to 4096 entries by
+        their values), so running the same cell again, or writing
+        `optax.adam(1e-3)` anew, reuses the compilation.
     - `model`: any pytree, usually an equinox Module.
     - `optimizer`: any `optax.GradientTransformation` (schedules included).
     - `n_steps`: the number of steps to run (more steps on top of `resume`).
@@ -212,7 +296,8 @@ def fit(
     - `chunk_size`: steps per compiled chunk (the progress granularity).
     - `progress`: show a tqdm bar.
     - `resume`: a `FitResult` to continue from (its model, optimizer state and
-        key replace `model` and `key`; losses are appended).
+        key replace `model` and `key`; losses are appended). Pass the same
+        `loss`, `optimizer` and `data` as the run it continues.
     - `trainable`: a filter selecting the trained leaves (default: every float
         array). Every float array of `model` is trained unless excluded: a model
         that holds fixed constants (e.g. the `dynjax.VPSDE` inside a score
@@ -227,7 +312,8 @@ def fit(
     **Raises:**
 
     `ValueError` if `data` holds NaN or inf, leaves disagree on the sample
-    axis, `batch_size > N`, or `n_steps`/`chunk_size` are not positive.
+    axis, `batch_size > N`, `n_steps` is negative (0 returns at once) or
+    `chunk_size` is not positive.
 
     !!! Example
 
@@ -271,6 +357,7 @@ def fit(
         opt_state = optimizer.init(params)
     prev = (params, opt_state)
     stop = -1
+    by_value = (_ByValue(loss), _ByValue(optimizer))
 
     def result():
         out_losses = np.concatenate(losses) if losses else np.zeros(0)
@@ -294,7 +381,8 @@ def fit(
             n = min(chunk_size, left)
             start, n_active = jnp.asarray(done), jnp.asarray(n)
             out = _chunk(params, static, opt_state, prev, key, data, start,
-                         n_active, loss, optimizer, batch_size, chunk_size)  # fmt: skip
+                         n_active, by_value[0], by_value[1], batch_size,
+                         chunk_size)  # fmt: skip
             params, opt_state, prev, key, stop_, values = out
             stop = int(stop_)
             n_done = n if stop < 0 else stop - done + 1
@@ -313,7 +401,10 @@ def fit(
                     f"non-finite at step {stop} (loss {values[-1]}); stopped, "
                     "returning the last model whose loss was finite. Lower the "
                     "learning rate, clip gradients (`optax.clip_by_global_norm`), or "
-                    "check the loss for log(0) and division by zero.",
+                    "check the loss for log(0) and division by zero. If the loss "
+                    "solves a differential equation (neural ODE, CNF), a failed "
+                    "solve gives this too: raise `max_steps`, loosen the "
+                    "tolerances, or use an implicit solver for stiff dynamics.",
                     RuntimeWarning,
                     stacklevel=user_stacklevel(),
                 )
