@@ -491,15 +491,14 @@ def test_float32():
     with jax.enable_x64(False):
         sde = dynjax.VPSDE()
         score = GaussianScore("vp", params, m.astype(np.float32), S.astype(np.float32))
-        # Sampling in float32 is the norm: no warning. The likelihood warns.
+        # float32 is the norm for diffusion models: no verb warns.
+        x = jnp.asarray(m + 0.3, dtype=jnp.float32)[None]
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)
             pf = dynjax.probability_flow_sample(score, sde, jax.random.key(0), 16, 2)
             sde_out = dynjax.reverse_sde_sample(
                 score, sde, jax.random.key(1), 1000, 2, n_steps=100
             )
-        x = jnp.asarray(m + 0.3, dtype=jnp.float32)[None]
-        with pytest.warns(UserWarning, match="runs in float32"):
             ll = dynjax.probability_flow_log_likelihood(score, sde, x)
         loss = dynjax.score_matching_loss(score, sde, x, jax.random.key(2))
         for value in (pf.xs, sde_out.xs, ll.log_likelihood, loss):
@@ -536,6 +535,27 @@ def test_score_output_dimension_mismatch():
         dynjax.probability_flow_sample(wrong_dim_score, sde, jax.random.key(0), 4, 3)
     with pytest.raises(ValueError, match=match):
         dynjax.probability_flow_log_likelihood(wrong_dim_score, sde, x)
+
+
+def test_score_model_built_for_another_dimension():
+    # A network built for d=2 called with d=3 fails inside the model (a shape
+    # error of its first layer); the verbs say which dimension to check.
+    mlp = eqx.nn.MLP(3, 2, 8, 1, key=jax.random.key(0))
+    score = lambda t, x: mlp(jnp.concatenate([x, t[None]]))  # noqa: E731
+    sde = dynjax.VPSDE()
+    match = (
+        r"(?s)`score_model\(t, x\)` failed for a scalar time `t` and `x` of shape "
+        r"\(3,\) and dtype float64.*Check that d=3.*matches the dimension"
+    )
+    with pytest.raises(ValueError, match=match):
+        dynjax.reverse_sde_sample(score, sde, jax.random.key(0), 4, 3)
+    with pytest.raises(ValueError, match=match):
+        dynjax.probability_flow_log_likelihood(score, sde, jnp.ones((4, 3)))
+    with pytest.raises(ValueError, match=match):
+        dynjax.score_matching_loss(score, sde, jnp.ones((4, 3)), jax.random.key(0))
+    # ... and run with the dimension the model was built for.
+    out = dynjax.reverse_sde_sample(score, sde, jax.random.key(0), 4, 2, n_steps=5)
+    assert out.xs.shape == (4, 2)
 
 
 def test_bad_times():

@@ -241,8 +241,10 @@ def reverse_sde_sample(
     - `sde`: a `dynjax.VPSDE`, `dynjax.SubVPSDE` or `dynjax.VESDE`.
     - `key`: a PRNG key; it determines the prior draws and the Brownian paths.
     - `n`: the number of samples; `d`: their dimension.
-    - `n_steps`: the number of solver steps from `T` to `t_min`.
-    - `t_min`: the final time (`0 < t_min < T`); the score may be singular at 0.
+    - `n_steps`: the number of equal solver steps from `T` to `t_min` (default
+        `1000`).
+    - `t_min`: the final time (`0 < t_min < T`, default `1e-3`); the score may
+        be singular at 0.
     - `solver`: any diffrax SDE solver (`Euler`, `Heun`, `SRA1` and `ShARK`,
         which use the additive noise of these SDEs, ...). The Brownian path
         provides the Lévy area the solver needs.
@@ -267,9 +269,10 @@ def reverse_sde_sample(
 
     **Raises:**
 
-    `ValueError` (trace time) if the model's output shape is not `(d,)`, if
-    `t_min <= 0` or `t_min >= T`, or if `n`, `d` or `n_steps` is not a positive
-    int.
+    `ValueError` (trace time) if `score_model(t, x)` fails for `x` of shape
+    `(d,)` (e.g. a model built for another `d`) or its output shape is not
+    `(d,)`, if `t_min <= 0` or `t_min >= T`, or if `n`, `d` or `n_steps` is
+    not a positive int.
 
     **Reference:** B. D. O. Anderson, "Reverse-time diffusion equation models",
     Stochastic Processes and their Applications 12 (1982); Song et al.,
@@ -350,12 +353,12 @@ def probability_flow_sample(
     - `sde`: a `dynjax.VPSDE`, `dynjax.SubVPSDE` or `dynjax.VESDE`.
     - `key`: a PRNG key for the prior draws.
     - `n`: the number of samples; `d`: their dimension.
-    - `t_min`: the final time (`0 < t_min < T`).
+    - `t_min`: the final time (`0 < t_min < T`, default `1e-3`).
     - `solver`: a diffrax ODE solver (default `diffrax.Tsit5()`).
     - `stepsize_controller`: default `diffrax.PIDController` at
         `rtol = atol = 1e-8` in float64 and `1e-5` in float32.
     - `dt0`: the initial step (default: chosen by diffrax).
-    - `max_steps`: the step budget of each sample's solve.
+    - `max_steps`: the step budget of each sample's solve (default `4096`).
     - `dtype`: the floating dtype of the computation (default: JAX's default
         float); the floating-point leaves of `score_model` and `sde` are cast to it.
     - `throw`: raise if a sample's solve fails; otherwise report it in `result`.
@@ -367,9 +370,10 @@ def probability_flow_sample(
 
     **Raises:**
 
-    `ValueError` (trace time) if the model's output shape is not `(d,)`, if
-    `t_min <= 0` or `t_min >= T`, or if `n` or `d` is not a positive int;
-    `EquinoxRuntimeError` (with `throw=True`) if a solve fails, e.g. by running
+    `ValueError` (trace time) if `score_model(t, x)` fails for `x` of shape
+    `(d,)` (e.g. a model built for another `d`) or its output shape is not
+    `(d,)`, if `t_min <= 0` or `t_min >= T`, or if `n` or `d` is not a positive
+    int; `EquinoxRuntimeError` (with `throw=True`) if a solve fails, e.g. by running
     out of `max_steps`.
 
     **Reference:** Song et al., "Score-based generative modeling through

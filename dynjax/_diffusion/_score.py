@@ -44,17 +44,25 @@ def check_t_min(t_min, sde: AbstractSDE, what: str) -> None:
 
 
 def check_score(score_model, d: int, dtype) -> None:
-    """Evaluate `score_model(t, x)` abstractly and check it returns shape `(d,)`."""
+    """Evaluate `score_model(t, x)` abstractly and check it returns shape `(d,)`.
+
+    Raises `ValueError` if the call itself fails (e.g. a model built for another
+    `d`) or returns anything but shape `(d,)`.
+    """
     t = jax.ShapeDtypeStruct((), dtype)
     x = jax.ShapeDtypeStruct((d,), dtype)
     try:
         out = eqx.filter_eval_shape(score_model, t, x)
     except Exception as e:
-        e.add_note(
-            f"(raised by dynjax while evaluating score_model(t, x) for a scalar time "
-            f"and a state of shape ({d},) and dtype {jnp.dtype(dtype).name})"
-        )
-        raise
+        raise ValueError(
+            f"`score_model(t, x)` failed for a scalar time `t` and `x` of shape "
+            f"({d},) and dtype {jnp.dtype(dtype).name}, with {type(e).__name__}: "
+            f"{e}\nCheck that d={d} (the sample dimension `d` passed to the verb, or "
+            "the second axis of the data) matches the dimension the score model was "
+            "built for, and that the model is called as `score_model(t, x)` with a "
+            "scalar `t` (wrap an `eqx.nn.MLP` taking one input in a Module whose "
+            "`__call__(self, t, x)` feeds it `jnp.concatenate([x, t[None]])`)."
+        ) from e
     if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != (d,):
         got = (
             f"shape {out.shape}"
@@ -147,8 +155,9 @@ def score_matching_loss(
         dtype of the computation (the floating-point leaves of `score_model` and
         `sde` are cast to it).
     - `key`: a PRNG key for the times and the noise.
-    - `t_min`: the smallest diffusion time (`0 < t_min < T`); the score of the
-        data itself (`t = 0`) is singular for data on a low-dimensional set.
+    - `t_min`: the smallest diffusion time (`0 < t_min < T`, default `1e-5`, as
+        in Song et al. 2021); the score of the data itself (`t = 0`) is singular
+        for data on a low-dimensional set.
     - `weighting`: `lambda(t)`: `"sigma2"` (default, `sigma_t^2`, Song et al.
         2021 eq. 7), `"likelihood"` (`g(t)^2`, which makes the loss a bound on
         the negative log-likelihood: Song, Durkan, Murray and Ermon, NeurIPS
@@ -164,8 +173,9 @@ def score_matching_loss(
     **Raises:**
 
     `ValueError` if `x` is not `(n, d)` or contains NaN or inf (concrete data;
-    traced data fails at run time), if the model's output shape is not `(d,)`,
-    if `t_min <= 0` or `t_min >= T`, or for an unknown `weighting`.
+    traced data fails at run time), if `score_model(t, x)` fails for `x` of
+    shape `(d,)` (e.g. a model built for another `d`) or its output shape is
+    not `(d,)`, if `t_min <= 0` or `t_min >= T`, or for an unknown `weighting`.
 
     **Reference:** P. Vincent, "A connection between score matching and
     denoising autoencoders", Neural Computation 23 (2011); Song et al.,

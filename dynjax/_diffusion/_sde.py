@@ -67,19 +67,48 @@ class AbstractSDE(eqx.Module):
 
     @abc.abstractmethod
     def drift(self, t: RealScalarLike, x: Float[Array, " d"]) -> Float[Array, " d"]:
-        """The drift `f(t, x)`, shape `(d,)`."""
+        """The drift `f(t, x)` of the forward SDE.
+
+        **Arguments:**
+
+        - `t`: the time, a scalar in `[0, T]`.
+        - `x`: the state, shape `(d,)`.
+
+        **Returns:**
+
+        `f(t, x)`, shape `(d,)`, in `x`'s dtype.
+        """
 
     @abc.abstractmethod
     def diffusion(self, t: RealScalarLike) -> Scalar:
-        """The diffusion coefficient `g(t)`, a scalar."""
+        """The diffusion coefficient `g(t)` (the same for every coordinate).
+
+        **Arguments:**
+
+        - `t`: the time, a scalar in `[0, T]`.
+
+        **Returns:**
+
+        `g(t)`, a scalar.
+        """
 
     @abc.abstractmethod
     def marginal(self, t: RealScalarLike) -> tuple[Scalar, Scalar]:
-        """`(alpha_t, sigma_t)`: `x_t | x_0 ~ N(alpha_t x_0, sigma_t^2 I)`."""
+        """The transition kernel from time 0 in closed form.
+
+        **Arguments:**
+
+        - `t`: the time, a scalar in `[0, T]`.
+
+        **Returns:**
+
+        `(alpha_t, sigma_t)`, two scalars, such that
+        `x_t | x_0 ~ N(alpha_t x_0, sigma_t^2 I)`.
+        """
 
     @abc.abstractmethod
     def prior_std(self) -> Scalar:
-        """The standard deviation `s` of the prior `p_T = N(0, s^2 I)`."""
+        """The standard deviation `s` of the prior `p_T = N(0, s^2 I)`, a scalar."""
 
     def prior_sample(self, key: PRNGKeyArray, d: int, dtype=None) -> Float[Array, " d"]:
         """One draw from the prior `N(0, s^2 I)`, shape `(d,)`.
@@ -172,20 +201,26 @@ class VPSDE(AbstractSDE):
         )
 
     def beta(self, t: RealScalarLike) -> Scalar:
-        """The noise rate `beta(t)`."""
+        """The noise rate `beta(t)` for a scalar `t`; a scalar."""
         return self.beta_min + (self.beta_max - self.beta_min) * t / self.T
 
     def drift(self, t, x):
+        """`f(t, x) = -beta(t) x / 2` for a scalar `t` and `x` of shape `(d,)`;
+        shape `(d,)`."""
         return -0.5 * self.beta(t).astype(x.dtype) * x
 
     def diffusion(self, t):
+        """`g(t) = sqrt(beta(t))` for a scalar `t`; a scalar."""
         return jnp.sqrt(self.beta(t))
 
     def marginal(self, t):
+        """`(alpha_t, sigma_t)` for a scalar `t`: `alpha_t = exp(-B(t) / 2)` with
+        `B(t) = int_0^t beta`, and `sigma_t^2 = 1 - alpha_t^2`; two scalars."""
         B = _vp_integral(self.beta_min, self.beta_max, self.T, t)
         return jnp.exp(-0.5 * B), jnp.sqrt(-jnp.expm1(-B))
 
     def prior_std(self):
+        """`1`: the prior is `N(0, I)`; a scalar."""
         return jnp.ones_like(self.T)
 
 
@@ -229,21 +264,28 @@ class SubVPSDE(AbstractSDE):
         )
 
     def beta(self, t: RealScalarLike) -> Scalar:
-        """The noise rate `beta(t)`."""
+        """The noise rate `beta(t)` for a scalar `t`; a scalar."""
         return self.beta_min + (self.beta_max - self.beta_min) * t / self.T
 
     def drift(self, t, x):
+        """`f(t, x) = -beta(t) x / 2` for a scalar `t` and `x` of shape `(d,)`;
+        shape `(d,)`."""
         return -0.5 * self.beta(t).astype(x.dtype) * x
 
     def diffusion(self, t):
+        """`g(t) = sqrt(beta(t) (1 - exp(-2 B(t))))` for a scalar `t`, with
+        `B(t) = int_0^t beta`; a scalar."""
         B = _vp_integral(self.beta_min, self.beta_max, self.T, t)
         return jnp.sqrt(self.beta(t) * -jnp.expm1(-2 * B))
 
     def marginal(self, t):
+        """`(alpha_t, sigma_t)` for a scalar `t`: `alpha_t = exp(-B(t) / 2)` with
+        `B(t) = int_0^t beta`, and `sigma_t^2 = (1 - alpha_t^2)^2`; two scalars."""
         B = _vp_integral(self.beta_min, self.beta_max, self.T, t)
         return jnp.exp(-0.5 * B), -jnp.expm1(-B)
 
     def prior_std(self):
+        """`1`: the prior is `N(0, I)`; a scalar."""
         return jnp.ones_like(self.T)
 
 
@@ -296,19 +338,25 @@ class VESDE(AbstractSDE):
         return jnp.log(self.sigma_max / self.sigma_min)
 
     def sigma(self, t: RealScalarLike) -> Scalar:
-        """The noise scale `sigma(t)`."""
+        """The noise scale `sigma(t)` for a scalar `t`; a scalar."""
         return self.sigma_min * jnp.exp(self._log_ratio() * t / self.T)
 
     def drift(self, t, x):
+        """`f(t, x) = 0` (shape `(d,)`, like `x`)."""
         del t
         return jnp.zeros_like(x)
 
     def diffusion(self, t):
+        """`g(t) = sigma(t) sqrt(2 ln(sigma_max / sigma_min) / T)` for a scalar
+        `t`; a scalar."""
         return self.sigma(t) * jnp.sqrt(2 * self._log_ratio() / self.T)
 
     def marginal(self, t):
+        """`(alpha_t, sigma_t)` for a scalar `t`: `alpha_t = 1` and
+        `sigma_t^2 = sigma(t)^2 - sigma_min^2`; two scalars."""
         growth = jnp.expm1(2 * self._log_ratio() * t / self.T)
         return jnp.ones_like(growth), self.sigma_min * jnp.sqrt(growth)
 
     def prior_std(self):
+        """`sigma_max`: the prior is `N(0, sigma_max^2 I)`; a scalar."""
         return self.sigma_max
