@@ -1,6 +1,8 @@
 """`dynjax.CNF` and `dynjax.fit_density` (issue 11: continuous normalizing flows,
 Chen et al. 2018; FFJORD, Grathwohl et al. 2019). Float64 unless stated."""
 
+import warnings
+
 import diffrax as dfx
 import equinox as eqx
 import jax
@@ -125,10 +127,16 @@ def test_hutchinson_forward_and_reverse_modes_agree():
 
 
 def test_float32_path():
+    # float32 is the norm in training: a float32 model on float32 data runs with
+    # no warning, to float32-sized errors against the float64 model.
     cnf = _mlp_cnf()
     x = jnp.asarray(_X3)
-    with pytest.warns(UserWarning, match="float32"):
-        lp32 = cnf.log_prob(x.astype(jnp.float32))
+    cnf32 = jax.tree.map(
+        lambda a: a.astype(jnp.float32) if eqx.is_inexact_array(a) else a, cnf
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        lp32 = cnf32.log_prob(x.astype(jnp.float32))
     assert lp32.dtype == jnp.float32 and np.isfinite(lp32)
     np.testing.assert_allclose(lp32, cnf.log_prob(x), rtol=0, atol=1e-4)
 
@@ -264,3 +272,25 @@ def test_bad_input():
         dynjax.CNF(3, key=jax.random.key(0), T=0.0)
     with pytest.raises(ValueError, match="`n` must be"):
         cnf.sample(jax.random.key(0), 0)
+
+
+class _TimeConcatMLP(eqx.Module):
+    mlp: eqx.nn.MLP
+
+    def __call__(self, t, x):
+        return self.mlp(jnp.concatenate([x, t[None]]))
+
+
+def test_func_called_as_mlp_of_x_says_how_to_wrap_it():
+    # A bare eqx.nn.MLP is called as mlp(x), not func(t, x).
+    mlp = eqx.nn.MLP(2, 2, 8, 1, key=jax.random.key(0))
+    match = r"(?s)func\(t, x\)`, with a scalar time.*MLP.__call__.*jnp.concatenate"
+    with pytest.raises(ValueError, match=match):
+        dynjax.CNF(2, func=mlp)
+    # The wrapping the message suggests builds a CNF whose field is the MLP's.
+    mlp3 = eqx.nn.MLP(3, 2, 8, 1, key=jax.random.key(0))
+    cnf = dynjax.CNF(2, func=_TimeConcatMLP(mlp3))
+    x, t = jnp.array([0.3, -0.2]), jnp.asarray(0.5)
+    np.testing.assert_array_equal(
+        cnf.vector_field(t, x), mlp3(jnp.array([0.3, -0.2, 0.5]))
+    )
