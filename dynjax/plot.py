@@ -315,8 +315,9 @@ def phase_portrait(
     """Phase portrait of a planar flow: vector field, nullclines, trajectories,
     equilibria marked by stability class, invariant manifolds and periodic orbits.
 
-    The legend sits to the right of the axes (outside the data); axes are
-    labelled with the system's `state_names`.
+    The legend sits inside the axes (`loc="best"`, on a translucent frame), so a
+    plain `fig.savefig` keeps it; axes are labelled with the system's
+    `state_names`.
 
     **Arguments:**
 
@@ -326,7 +327,8 @@ def phase_portrait(
     - `trajectories`: initial states (shape `(2,)` each, or an `(n, 2)` array),
         integrated with `dynjax.trajectory` for `t1` time units and drawn in brown,
         a colour no other element uses, with a dot at the start.
-    - `t1`: duration of each trajectory.
+    - `t1`: duration of each trajectory, in the system's time units (default
+        `20.0`).
     - `equilibria`: points (an `(n, 2)` array) or a `dynjax.Equilibria` result;
         each is classified with `dynjax.linearize` and marked by class
         (filled: stable, hollow: unstable, cross: saddle).
@@ -334,18 +336,20 @@ def phase_portrait(
         manifolds in blue, unstable in red).
     - `saddle_manifolds`: also grow the stable and unstable manifolds of every
         saddle among `equilibria`, by arclength until they leave the plotted box
-        (`dynjax.stable_manifold(..., box=(xlim, ylim))`).
+        (`dynjax.stable_manifold(..., box=(xlim, ylim))`); default `False`.
     - `orbits`: `dynjax.PeriodicOrbit` results, drawn as closed purple curves.
     - `nullclines`: draw the nullclines (zero contours of each component of the
-        vector field), dashed orange and green.
-    - `density`: streamplot density.
-    - `n_grid`: grid points per axis for the streamplot and nullclines.
+        vector field), dashed orange and green; default `True`.
+    - `density`: streamplot density (default `1.2`).
+    - `n_grid`: grid points per axis for the streamplot and nullclines (default
+        `41`).
     - `labels`: the two coordinate names, overriding the system's.
     - `args`: run-time arguments of the system.
 
     **Returns:**
 
-    The Axes.
+    The `matplotlib.axes.Axes` drawn on (`ax`, or the one of a new 6.5 x 4.5 inch
+    figure: `ax.figure`).
 
     **Raises:**
 
@@ -465,5 +469,8 @@ def phase_portrait(
     ax.set_ylim(*ylim)
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
-    _legend_outside(ax)
+    if ax.get_legend_handles_labels()[0]:
+        # (Inside: the streamlines fill the box anyway, and a legend outside
+        # would be cut off by a plain `savefig`.)
+        ax.legend(loc="best", fontsize="small", framealpha=0.85)
     return ax
