@@ -8,10 +8,11 @@ time separately (the first call minus the median); the process CPU time beside t
 wall time. Each row carries the ratio (torch time / this row's time) against the
 torch row of the same kind measured in the same run.
 
-    python benchmarks/neural_ode.py            # default sizes, ~3 min on 2 cores
+    python benchmarks/neural_ode.py            # default sizes, ~2 min on 2 cores
     python benchmarks/neural_ode.py --quick    # small sizes, a smoke test
     python benchmarks/neural_ode.py --full     # every solver/adjoint/path pairing
     python benchmarks/neural_ode.py --skip diffusion --batch 32
+    python benchmarks/neural_ode.py --skip diffusion --hairer-dt0  # diffrax rows too
 
 Cases:
 
@@ -25,10 +26,13 @@ Cases:
    pass and an Adam update (learning rate 1e-3). Every row trains its own copy of
    the model from the same weights, one step per round.
 
-   - dynjax: `dynjax.NeuralODE(2, func=...)`, its `__call__` vmapped over the
-     batch (every sample is its own solve with its own step sizes, as its
-     docstring says), with `diffrax.RecursiveCheckpointAdjoint()` (the default) or
+   - dynjax: `dynjax.NeuralODE(2, func=...)` called on the `(256, 2)` batch,
+     which it solves as one ODE (shared steps, as torchdiffeq; its first step
+     the `PIDController`'s own choice), with
+     `diffrax.RecursiveCheckpointAdjoint()` (the default) or
      `diffrax.BacksolveAdjoint()`; Dopri5, and Tsit5 (torchdiffeq has none).
+     With `--full` also `__call__` vmapped over the batch (one solve per sample,
+     its own step sizes).
    - torchdiffeq: `odeint` (backpropagation through the solver's operations, the
      counterpart of `RecursiveCheckpointAdjoint`) and `odeint_adjoint` (the
      continuous adjoint, the counterpart of `BacksolveAdjoint`),
@@ -36,9 +40,11 @@ Cases:
      state: one step-size sequence for the whole batch, chosen by the RMS norm of
      the error over all 512 components.
    - diffrax + equinox directly (not dynjax's API), as a reference for what
-     dynjax's design costs: the batch as one ODE on a `(256, 2)` state, as
-     torchdiffeq does (diffrax's `PIDController` uses the same RMS error norm);
-     with `--full` also the per-sample vmapped solve that `NeuralODE` runs.
+     dynjax's API costs: the batch as one ODE on a `(256, 2)` state, as
+     torchdiffeq does (diffrax's `PIDController` uses the same RMS error norm),
+     with `dt0=None` as a diffrax user writes it (diffrax 0.7.2 then starts at
+     0.01) or, with `--hairer-dt0`, the controller's own first step (as
+     `NeuralODE`).
 
    Accuracy: the forward solutions at the initial weights, against a float64
    reference (torchdiffeq `dopri8` at `rtol = atol = 1e-12` on a float64 copy of
@@ -231,57 +237,54 @@ class Autonomous(eqx.Module):
 # --- the JAX sides ----------------------------------------------------------------
 
 
-# `--hairer-dt0`: pass `dt0` from diffrax's own initial-step algorithm (Hairer,
-# Norsett and Wanner, Section II.4; torchdiffeq's too). diffrax 0.7.2's
-# `diffeqsolve(dt0=None)` wraps the terms (`WrapTerm`) before it asks the
-# controller, whose `_select_initial_step` then falls back to 0.01 for any term
-# that is not an `ODETerm`.
+# `--hairer-dt0` (diffrax (direct) rows): pass `dt0` from diffrax's own initial-step
+# algorithm (Hairer, Norsett and Wanner, Section II.4; torchdiffeq's too), as
+# `NeuralODE` does by default. diffrax 0.7.2's `diffeqsolve(dt0=None)` wraps the
+# terms (`WrapTerm`) before it asks the controller, whose `_select_initial_step`
+# then falls back to 0.01 for any term that is not an `ODETerm`.
 HAIRER_DT0 = [False]
 
 
-def initial_step(field, ts, y0, args, solver):
-    """`dt0` as `PIDController.init` chooses it when handed the `ODETerm` itself."""
-    if not HAIRER_DT0[0]:
-        return None
-    term = dfx.ODETerm(field)
-    controller = dfx.PIDController(rtol=RTOL, atol=ATOL)
-    order = solver.error_order(term)
-    t1, _ = controller.init(term, ts[0], ts[-1], y0, None, args, solver.func, order)
-    return jax.lax.stop_gradient(t1 - ts[0])
-
-
 def solve_dynjax(model, ts, y0s, solver, adjoint):
-    """dynjax's public path: `NeuralODE.__call__`, vmapped over the batch."""
+    """dynjax's public path: `NeuralODE.__call__` on the batch (one ODE)."""
     controller = dfx.PIDController(rtol=RTOL, atol=ATOL)
+    return model(
+        ts, y0s, solver=solver, stepsize_controller=controller, adjoint=adjoint
+    )
 
-    def one(y0):
-        dt0 = initial_step(lambda t, y, a: model.func(t, y), ts, y0, None, solver)
-        return model(
-            ts,
-            y0,
-            solver=solver,
-            stepsize_controller=controller,
-            adjoint=adjoint,
-            dt0=dt0,
+
+def solve_dynjax_vmap(model, ts, y0s, solver, adjoint):
+    """`NeuralODE.__call__` vmapped over the batch (one solve per sample)."""
+    controller = dfx.PIDController(rtol=RTOL, atol=ATOL)
+    return jax.vmap(
+        lambda y0: model(
+            ts, y0, solver=solver, stepsize_controller=controller, adjoint=adjoint
         )
-
-    return jax.vmap(one)(y0s)
-
-
-# The next two functions are diffrax + equinox directly, not dynjax: a reference
-# for what dynjax's API costs, and the torchdiffeq semantics (the batch as one ODE).
+    )(y0s)
 
 
-def _raw_solve(mlp, ts, y0, solver, adjoint, batched):
+# The next functions are diffrax + equinox directly, not dynjax: a reference for
+# what dynjax's API costs, and the torchdiffeq semantics (the batch as one ODE).
+
+
+def _raw_solve(mlp, ts, y0, solver, adjoint, batched, hairer=None):
     def field(t, y, mlp):
         return jax.vmap(mlp)(y) if batched else mlp(y)
 
+    hairer = HAIRER_DT0[0] if hairer is None else hairer
+    dt0 = None
+    if hairer:
+        term = dfx.ODETerm(field)
+        controller = dfx.PIDController(rtol=RTOL, atol=ATOL)
+        order = solver.error_order(term)
+        t1, _ = controller.init(term, ts[0], ts[-1], y0, None, mlp, solver.func, order)
+        dt0 = jax.lax.stop_gradient(t1 - ts[0])
     return dfx.diffeqsolve(
         dfx.ODETerm(field),
         solver,
         ts[0],
         ts[-1],
-        initial_step(field, ts, y0, mlp, solver),
+        dt0,
         y0,
         args=mlp,
         saveat=dfx.SaveAt(ts=ts),
@@ -292,7 +295,7 @@ def _raw_solve(mlp, ts, y0, solver, adjoint, batched):
 
 
 def solve_raw_vmap(mlp, ts, y0s, solver, adjoint):
-    """diffrax directly, one solve per sample vmapped (what NeuralODE runs)."""
+    """diffrax directly, one solve per sample vmapped."""
     return jax.vmap(lambda y0: _raw_solve(mlp, ts, y0, solver, adjoint, False).ys)(y0s)
 
 
@@ -303,13 +306,17 @@ def solve_raw_batched(mlp, ts, y0s, solver, adjoint):
 
 
 @eqx.filter_jit
-def raw_steps(mlp, ts, y0s, solver, batched):
-    """Forward steps (accepted + rejected) of the raw solves: per sample, or one."""
+def raw_steps(mlp, ts, y0s, solver, batched, hairer):
+    """Forward steps (accepted + rejected) of the raw solves: per sample, or one;
+    `hairer`: with the controller's initial step (as `NeuralODE`)."""
     adjoint = dfx.RecursiveCheckpointAdjoint()
     if batched:
-        return _raw_solve(mlp, ts, y0s, solver, adjoint, True).stats["num_steps"]
+        sol = _raw_solve(mlp, ts, y0s, solver, adjoint, True, hairer)
+        return sol.stats["num_steps"]
     return jax.vmap(
-        lambda y0: _raw_solve(mlp, ts, y0, solver, adjoint, False).stats["num_steps"]
+        lambda y0: _raw_solve(mlp, ts, y0, solver, adjoint, False, hairer).stats[
+            "num_steps"
+        ]
     )(y0s)
 
 
@@ -420,22 +427,23 @@ def training_case(args):
     }
     # (library, how, solver, adjoint): the default set keeps the run near 3 minutes
     # on 2 cores (each configuration compiles for 5 to 15 s); --full adds the rest.
+    raw = "one ODE, dt0=" + ("PID init" if HAIRER_DT0[0] else "None")
     configs = [
-        ("dynjax", "NeuralODE, vmap", "Dopri5", "RecursiveCheckpoint"),
-        ("dynjax", "NeuralODE, vmap", "Dopri5", "Backsolve"),
-        ("dynjax", "NeuralODE, vmap", "Tsit5", "RecursiveCheckpoint"),
-        ("diffrax (direct)", "batch as one ODE", "Dopri5", "RecursiveCheckpoint"),
-        ("diffrax (direct)", "batch as one ODE", "Dopri5", "Backsolve"),
+        ("dynjax", "NeuralODE, batch", "Dopri5", "RecursiveCheckpoint"),
+        ("dynjax", "NeuralODE, batch", "Dopri5", "Backsolve"),
+        ("dynjax", "NeuralODE, batch", "Tsit5", "RecursiveCheckpoint"),
+        ("diffrax (direct)", raw, "Dopri5", "RecursiveCheckpoint"),
+        ("diffrax (direct)", raw, "Dopri5", "Backsolve"),
     ]
     if args.quick:
         del configs[2]
     if args.full:
         configs += [
-            ("dynjax", "NeuralODE, vmap", "Tsit5", "Backsolve"),
-            ("diffrax (direct)", "vmap", "Dopri5", "RecursiveCheckpoint"),
-            ("diffrax (direct)", "vmap", "Dopri5", "Backsolve"),
-            ("diffrax (direct)", "batch as one ODE", "Tsit5", "RecursiveCheckpoint"),
-            ("diffrax (direct)", "batch as one ODE", "Tsit5", "Backsolve"),
+            ("dynjax", "NeuralODE, batch", "Tsit5", "Backsolve"),
+            ("dynjax", "NeuralODE, vmap", "Dopri5", "RecursiveCheckpoint"),
+            ("dynjax", "NeuralODE, vmap", "Dopri5", "Backsolve"),
+            ("diffrax (direct)", raw, "Tsit5", "RecursiveCheckpoint"),
+            ("diffrax (direct)", raw, "Tsit5", "Backsolve"),
         ]
     configs = [
         c
@@ -449,18 +457,20 @@ def training_case(args):
     for lib, how, sname, aname in configs:
         solver = solvers[sname]
         adjoint, peer = adjoints[aname]
-        batched = how == "batch as one ODE"
+        batched = "vmap" not in how
         if lib == "dynjax":
-            model, solve = dynjax.NeuralODE(D, func=Autonomous(mlp)), solve_dynjax
+            model = dynjax.NeuralODE(D, func=Autonomous(mlp))
+            solve = solve_dynjax if batched else solve_dynjax_vmap
         else:
             model, solve = mlp, (solve_raw_batched if batched else solve_raw_vmap)
         # The forward solution at the initial weights (the adjoint plays no part)
         # through the row's own path, and the forward steps from diffrax's stats
-        # with the same settings (NeuralODE's solve is the per-sample one).
+        # with the same settings (NeuralODE: the controller's initial step).
+        hairer = lib == "dynjax" or HAIRER_DT0[0]
         fkey = (lib, batched, sname)
         if fkey not in forward_cache:
             out = forward(solve, model, ts_j, y0_j, solver)
-            n = np.asarray(raw_steps(mlp, ts_j, y0_j, solver, batched))
+            n = np.asarray(raw_steps(mlp, ts_j, y0_j, solver, batched, hairer))
             steps = f"{int(n)}" if batched else f"max {n.max()}, mean {n.mean():.1f}"
             forward_cache[fkey] = (err(out), vs_torch(out), steps)
         error, diff, steps = forward_cache[fkey]
@@ -681,13 +691,13 @@ def print_table():
             print(current)
             if training:
                 header = (
-                    f"{'library':<18}{'configuration':<44}{'compile s':>10}"
+                    f"{'library':<18}{'configuration':<52}{'compile s':>10}"
                     f"{'step s':>9}{'torch/this':>11}{'cpu s':>9}{'error':>10}"
                     f"{'vs torch':>10}  forward steps"
                 )
             else:
                 header = (
-                    f"{'library':<18}{'configuration':<44}{'compile s':>10}"
+                    f"{'library':<18}{'configuration':<52}{'compile s':>10}"
                     f"{'run s':>9}{'torch/this':>11}{'samples/s':>11}  note"
                 )
             print(header)
@@ -709,7 +719,7 @@ def print_table():
         elif rw["run_s"]:
             ratio = 1.0
         head = (
-            f"{rw['lib']:<18}{rw['config']:<44}{fmt(rw['compile_s'], '10.2f')}"
+            f"{rw['lib']:<18}{rw['config']:<52}{fmt(rw['compile_s'], '10.2f')}"
             f"{fmt(rw['run_s'], '9.4f')}{fmt(ratio, '11.2f')}"
         )
         if "error" in rw:
@@ -734,8 +744,8 @@ def main(argv=None):
     p.add_argument(
         "--hairer-dt0",
         action="store_true",
-        help="JAX rows: dt0 from PIDController.init on the ODETerm (torchdiffeq's "
-        "choice) instead of diffeqsolve's 0.01",
+        help="diffrax (direct) rows: dt0 from PIDController.init on the ODETerm "
+        "(torchdiffeq's choice, NeuralODE's default) instead of diffeqsolve's 0.01",
     )
     p.add_argument(
         "--skip", default="", help="comma-separated: training,diffusion,torch,raw"
@@ -772,7 +782,7 @@ def main(argv=None):
     print(
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average before: "
         f"{os.getloadavg()}"
-        + (", JAX rows: dt0 by PIDController.init" if args.hairer_dt0 else "")
+        + (", diffrax rows: dt0 by PIDController.init" if args.hairer_dt0 else "")
     )
     if "training" not in args.skip:
         training_case(args)
