@@ -3,6 +3,8 @@ references: finite differences, SciPy integrations, matrix exponentials, the
 eigenvalues of the generating linear system, and Dupont et al. (2019)'s
 augmentation argument. float64 throughout (tests/conftest.py)."""
 
+import warnings
+
 import diffrax as dfx
 import equinox as eqx
 import jax
@@ -480,3 +482,19 @@ def test_bad_data_is_a_value_error():
         dynjax.NeuralODE(2, func=lambda t, z: z, width=8)
     with pytest.raises(ValueError, match=r"`augment` must be an int >= 0"):
         dynjax.NeuralODE(2, augment=-1, key=jax.random.key(0))
+
+
+def test_float32_runs_quietly_and_agrees_with_float64():
+    # float32 is the norm for training: no precision warning, float32 out, and the
+    # solution agrees with the float64 one to float32 tolerances (rtol 1e-4).
+    model64 = dynjax.NeuralODE(2, width=8, depth=1, key=jax.random.key(0))
+    model32 = jax.tree.map(
+        lambda a: a.astype(jnp.float32) if eqx.is_inexact_array(a) else a, model64
+    )
+    ts = jnp.linspace(0.0, 1.0, 5)
+    x0 = jnp.array([[0.5, -0.3], [0.1, 0.2]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        out32 = model32(ts.astype(jnp.float32), x0.astype(jnp.float32))
+    assert out32.dtype == jnp.float32
+    np.testing.assert_allclose(out32, model64(ts, x0), rtol=1e-4, atol=1e-5)

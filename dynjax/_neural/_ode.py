@@ -290,7 +290,10 @@ class NeuralODE(AbstractFlow):
         )
         check_vector_field(self, x0.dtype)
         one = self.lift(x0 if x0.ndim == 1 else x0[0])
-        model, z0, _ = conform(self, one, verb="NeuralODE", name="x0")
+        # (float32 is the norm for neural ODEs: no precision warning.)
+        model, z0, _ = conform(
+            self, one, verb="NeuralODE", name="x0", warn_float32=False
+        )
         ts = check_times(ts, z0.dtype)
         if isinstance(ts, jax.core.Tracer):
             ts = eqx.error_if(

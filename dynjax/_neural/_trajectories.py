@@ -263,7 +263,11 @@ def fit_trajectories(
     ys = _check_data(ys, ts_in, data_size)
     check_vector_field(model, ys.dtype)
     model, _, _ = conform(
-        model, lift_of(model)(ys[0, 0]), verb="fit_trajectories", name="ys[0, 0]"
+        model,
+        lift_of(model)(ys[0, 0]),
+        verb="fit_trajectories",
+        name="ys[0, 0]",
+        warn_float32=False,
     )
     ts = check_times(ts_in, ys.dtype)
     solver, stepsize_controller, adjoint = solve_options(
