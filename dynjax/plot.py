@@ -315,9 +315,9 @@ def phase_portrait(
     """Phase portrait of a planar flow: vector field, nullclines, trajectories,
     equilibria marked by stability class, invariant manifolds and periodic orbits.
 
-    The legend sits inside the axes (`loc="best"`, on a translucent frame), so a
-    plain `fig.savefig` keeps it; axes are labelled with the system's
-    `state_names`.
+    The legend sits to the right of the axes (outside the data, which the
+    streamlines fill); save with `fig.savefig(path, bbox_inches="tight")` to
+    keep it in the image. Axes are labelled with the system's `state_names`.
 
     **Arguments:**
 
@@ -469,8 +469,5 @@ def phase_portrait(
     ax.set_ylim(*ylim)
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
-    if ax.get_legend_handles_labels()[0]:
-        # (Inside: the streamlines fill the box anyway, and a legend outside
-        # would be cut off by a plain `savefig`.)
-        ax.legend(loc="best", fontsize="small", framealpha=0.85)
+    _legend_outside(ax)
     return ax
