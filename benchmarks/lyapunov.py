@@ -364,7 +364,8 @@ for _ in range(5):
     a = time.perf_counter(); jax.block_until_ready(run(100_000))
     steady.append(time.perf_counter() - a)
 steady = sorted(steady)[2]
-a = time.perf_counter(); jax.block_until_ready(run(70_000)); t_new = time.perf_counter() - a
+a = time.perf_counter(); jax.block_until_ready(run(70_000))
+t_new = time.perf_counter() - a
 print(t1 - t0, t2 - t1, steady, t_new)
 """
 
