@@ -1,0 +1,1 @@
+from ._cells import Cell as Cell, GRU as GRU, LSTM as LSTM, VanillaRNN as VanillaRNN
