@@ -241,3 +241,12 @@ def test_bad_construction():
 
     with pytest.raises(ValueError, match="pass `hidden_size=`"):
         Cell(NoSize())
+
+
+def test_token_id_out_of_range_is_an_error():
+    cell = dynjax.rnn.VanillaRNN(4, 3, vocab_size=5, key=jax.random.key(0))
+    ids = jnp.array([0, 4, 5, 1])
+    with pytest.raises(eqx.EquinoxRuntimeError, match=r"outside \[0, 5\)"):
+        dynjax.trajectory(cell, jnp.zeros(4), inputs=ids)
+    out = dynjax.trajectory(cell, jnp.zeros(4), inputs=ids[:2])
+    assert bool(jnp.all(jnp.isfinite(out.xs)))

@@ -90,6 +90,13 @@ def _input_vector(u, input_size: int, vocab_size: int | None, embedding, cls: st
                 f"{u.shape} and dtype {u.dtype.name}. Pass `inputs=` as an integer "
                 "array of shape (T,)."
             )
+        # (JAX's gather would clamp an out-of-range id silently.)
+        u = eqx.error_if(
+            u,
+            (u < 0) | (u >= vocab_size),
+            f"`{cls}`: a token id is outside [0, {vocab_size}) (the vocabulary); "
+            "check the inputs' encoding, or build the cell with a larger vocab_size.",
+        )
         return embedding[u]
     if u.shape != (input_size,):
         raise ValueError(
