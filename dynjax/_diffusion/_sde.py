@@ -155,6 +155,24 @@ def noise_term(sde: AbstractSDE, brownian, time=None) -> dfx.ControlTerm:
     )
 
 
+def _check_vp_params(name: str, sde) -> None:
+    """The parameter checks shared by `VPSDE` and `SubVPSDE`."""
+    _check_params(
+        name,
+        [
+            (sde.beta_min >= 0, "`beta_min` must be >= 0."),
+            (sde.beta_max > 0, "`beta_max` must be > 0."),
+            (sde.beta_max >= sde.beta_min, "`beta_max` must be >= `beta_min`."),
+            (sde.T > 0, "`T` must be > 0."),
+        ],
+    )
+
+
+def _vp_beta(sde, t):
+    """The linear schedule `beta(t)` shared by `VPSDE` and `SubVPSDE`."""
+    return sde.beta_min + (sde.beta_max - sde.beta_min) * t / sde.T
+
+
 def _vp_integral(beta_min, beta_max, T, t):
     """`B(t) = int_0^t beta`, `beta(s) = beta_min + (beta_max - beta_min) s / T`."""
     return beta_min * t + 0.5 * (beta_max - beta_min) * t**2 / T
@@ -190,19 +208,11 @@ class VPSDE(AbstractSDE):
         self.T = T
 
     def __check_init__(self):
-        _check_params(
-            "VPSDE",
-            [
-                (self.beta_min >= 0, "`beta_min` must be >= 0."),
-                (self.beta_max > 0, "`beta_max` must be > 0."),
-                (self.beta_max >= self.beta_min, "`beta_max` must be >= `beta_min`."),
-                (self.T > 0, "`T` must be > 0."),
-            ],
-        )
+        _check_vp_params("VPSDE", self)
 
     def beta(self, t: RealScalarLike) -> Scalar:
         """The noise rate `beta(t)` for a scalar `t`; a scalar."""
-        return self.beta_min + (self.beta_max - self.beta_min) * t / self.T
+        return _vp_beta(self, t)
 
     def drift(self, t, x):
         """`f(t, x) = -beta(t) x / 2` for a scalar `t` and `x` of shape `(d,)`;
@@ -253,19 +263,11 @@ class SubVPSDE(AbstractSDE):
         self.T = T
 
     def __check_init__(self):
-        _check_params(
-            "SubVPSDE",
-            [
-                (self.beta_min >= 0, "`beta_min` must be >= 0."),
-                (self.beta_max > 0, "`beta_max` must be > 0."),
-                (self.beta_max >= self.beta_min, "`beta_max` must be >= `beta_min`."),
-                (self.T > 0, "`T` must be > 0."),
-            ],
-        )
+        _check_vp_params("SubVPSDE", self)
 
     def beta(self, t: RealScalarLike) -> Scalar:
         """The noise rate `beta(t)` for a scalar `t`; a scalar."""
-        return self.beta_min + (self.beta_max - self.beta_min) * t / self.T
+        return _vp_beta(self, t)
 
     def drift(self, t, x):
         """`f(t, x) = -beta(t) x / 2` for a scalar `t` and `x` of shape `(d,)`;
