@@ -66,6 +66,13 @@ from ._periodic import (
     PoincareSection as PoincareSection,
 )
 from ._results import RESULTS as RESULTS
+from ._rnn import (
+    flossing_loss as flossing_loss,
+    gradient_propagation as gradient_propagation,
+    GradientPropagation as GradientPropagation,
+    rnn_spectrum as rnn_spectrum,
+    RNNSpectrum as RNNSpectrum,
+)
 from ._system import (
     AbstractDrivenMap as AbstractDrivenMap,
     AbstractFlow as AbstractFlow,
