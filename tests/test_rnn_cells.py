@@ -250,3 +250,16 @@ def test_token_id_out_of_range_is_an_error():
         dynjax.trajectory(cell, jnp.zeros(4), inputs=ids)
     out = dynjax.trajectory(cell, jnp.zeros(4), inputs=ids[:2])
     assert bool(jnp.all(jnp.isfinite(out.xs)))
+
+
+def test_states_and_predict_follow_the_trajectory_and_the_readout():
+    cell = dynjax.rnn.LSTM(4, 2, output_size=3, key=jr.key(0))
+    us = jr.normal(jr.key(1), (20, 2))
+    h0 = 0.1 * jr.normal(jr.key(2), (8,))
+    xs = dynjax.trajectory(cell, h0, inputs=us).xs
+    np.testing.assert_allclose(cell.states(us, h0), xs[1:], atol=1e-13)
+    W, b = np.asarray(cell.readout.weight), np.asarray(cell.readout.bias)
+    np.testing.assert_allclose(cell.predict(us, h0), xs[1:, :4] @ W.T + b, atol=1e-12)
+    bare = dynjax.rnn.Cell(eqx.nn.GRUCell(2, 4, key=jr.key(3)))
+    with pytest.raises(ValueError, match="has no readout"):
+        bare.predict(us)

@@ -1,4 +1,10 @@
-from ._cells import Cell as Cell, GRU as GRU, LSTM as LSTM, VanillaRNN as VanillaRNN
+from ._cells import (
+    AbstractCell as AbstractCell,
+    Cell as Cell,
+    GRU as GRU,
+    LSTM as LSTM,
+    VanillaRNN as VanillaRNN,
+)
 from ._flossing import flossing_loss as flossing_loss
 from ._spectrum import (
     gradient_propagation as gradient_propagation,

@@ -7,6 +7,7 @@ map. Every dynjax verb for driven maps applies to them (`trajectory`,
 from `jax.jvp`, so no cell needs a hand-derived Jacobian.
 """
 
+import abc
 from collections.abc import Callable
 from typing import Literal
 
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from .._custom_types import Args, Input, State
 from .._system import AbstractDrivenMap
@@ -122,7 +123,59 @@ def _embedding(key, vocab_size, input_size, cls):
     return jr.normal(key, (vocab_size, input_size), jnp.result_type(float))
 
 
-class VanillaRNN(AbstractDrivenMap):
+class AbstractCell(AbstractDrivenMap):
+    """A recurrent cell: a driven map with a hidden state and a linear readout.
+
+    Subclasses define `step`, `hidden` (the part of the state that the readout
+    sees) and the `readout` field. `states` and `predict` run the cell over an
+    input sequence in one `lax.scan`; `jax.vmap` them over a batch.
+    """
+
+    readout: eqx.AbstractVar[eqx.nn.Linear | None]
+
+    @abc.abstractmethod
+    def hidden(self, x: State) -> Float[Array, " N"]:
+        """The hidden vector `h` of the state `x` (what the readout sees)."""
+
+    def states(
+        self, inputs: PyTree[Array], h0: State | None = None, args: Args = None
+    ) -> Float[Array, "T d"]:
+        """The states `x_1, ..., x_T` after each input.
+
+        **Arguments:** `inputs`, the input sequence (leading axis time, as for
+        `dynjax.trajectory`); `h0`, the initial state of shape `(d,)` (default
+        zeros); `args`, passed to `step`.
+
+        **Returns:** shape `(T, d)`; row `t` is the state after `inputs[t]`.
+        """
+        if h0 is None:
+            h0 = jnp.zeros((self.d,), jnp.result_type(float))
+
+        def body(x, u):
+            x = self.step(x, u, args)
+            return x, x
+
+        return jax.lax.scan(body, h0, inputs)[1]
+
+    def predict(
+        self, inputs: PyTree[Array], h0: State | None = None, args: Args = None
+    ) -> Float[Array, "T out"]:
+        """The readout `y_t = readout(hidden(x_t))` after each input, shape
+        `(T, output_size)`: what a training loss compares with the targets.
+
+        **Raises:** `ValueError` if the cell has no readout (a `Cell` built
+        without `output_size` and `key`).
+        """
+        if self.readout is None:
+            raise ValueError(
+                f"`{type(self).__name__}` has no readout: build it with "
+                "`output_size=` and `key=`."
+            )
+        hs = jax.vmap(self.hidden)(self.states(inputs, h0, args))
+        return jax.vmap(self.readout)(hs)
+
+
+class VanillaRNN(AbstractCell):
     r"""The vanilla (Elman) recurrent network as a driven map.
 
     $$h_{t+1} = \phi(W h_t + U u_{t+1} + b),$$
@@ -240,7 +293,7 @@ class VanillaRNN(AbstractDrivenMap):
         return x
 
 
-class GRU(AbstractDrivenMap):
+class GRU(AbstractCell):
     r"""The gated recurrent unit (Cho et al. 2014) as a driven map.
 
     The equations of `eqx.nn.GRUCell` (and PyTorch's `nn.GRUCell`), with the
@@ -341,7 +394,7 @@ class GRU(AbstractDrivenMap):
         return x
 
 
-class LSTM(AbstractDrivenMap):
+class LSTM(AbstractCell):
     r"""The long short-term memory cell as a driven map.
 
     The equations of `eqx.nn.LSTMCell` and PyTorch's `nn.LSTMCell` (Hochreiter &
@@ -436,7 +489,7 @@ class LSTM(AbstractDrivenMap):
         return x[: self.hidden_size]
 
 
-class Cell(AbstractDrivenMap):
+class Cell(AbstractCell):
     """Any recurrent cell `h' = cell(u, h)` as a driven map.
 
     Wraps an `eqx.nn.GRUCell`, an `eqx.nn.LSTMCell`, or any callable Module with

@@ -8,4 +8,10 @@ maps applies: `dynjax.trajectory(cell, h0, inputs=...)`,
 `dynjax.lyapunov_spectrum(cell, h0, inputs=...)`, `dynjax.jacobian(cell, h, u=...)`.
 """
 
-from .._rnn import Cell as Cell, GRU as GRU, LSTM as LSTM, VanillaRNN as VanillaRNN
+from .._rnn import (
+    AbstractCell as AbstractCell,
+    Cell as Cell,
+    GRU as GRU,
+    LSTM as LSTM,
+    VanillaRNN as VanillaRNN,
+)
