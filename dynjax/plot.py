@@ -471,3 +471,147 @@ def phase_portrait(
     ax.set_ylabel(names[1])
     _legend_outside(ax)
     return ax
+
+
+def slow_points(
+    result,
+    states=None,
+    *,
+    components=(0, 1),
+    ax=None,
+    unstable_modes=True,
+    mode_length=None,
+    max_trajectories=20,
+):
+    """Slow points and trajectories of a network in its top principal components.
+
+    The principal components are those of the visited `states` (PCA by the SVD
+    of the centred states, as in Sussillo & Barak 2013, Fig. 2): the plane (or
+    space) in which the network's trajectories vary most. Trajectories are drawn
+    as thin grey lines; each point of `result` is marked by its stability class
+    with the markers of `phase_portrait` (filled: stable, hollow: unstable,
+    cross: saddle); through each unstable point its unstable eigen-directions
+    (the real parts of the eigenvectors with `|lambda| > 1`) are drawn as short
+    red segments: along them the state leaves the saddle towards the attractors
+    it separates.
+
+    **Arguments:**
+
+    - `result`: a `dynjax.SlowPoints` (from `dynjax.find_slow_points`).
+    - `states`: visited states of shape `(T, d)` (one trajectory), `(B, T, d)`
+        (a batch) or a `dynjax.Trajectory`; the PCA is fitted to them. `None`
+        fits it to the slow points (needs at least two) and draws no
+        trajectories.
+    - `components`: two or three principal-component indices, 0-based, by
+        decreasing variance (default `(0, 1)`); three give a 3-D plot.
+    - `ax`: a matplotlib Axes (a 3-D one for three components); a new figure is
+        made if `None`.
+    - `unstable_modes`: draw the unstable directions of unstable points
+        (default `True`).
+    - `mode_length`: the half-length of those segments, in state units
+        (default: a quarter of the states' root-mean-square distance from
+        their mean).
+    - `max_trajectories`: draw at most this many of a batch of trajectories
+        (all are used for the PCA).
+
+    **Returns:**
+
+    The Axes. Its x and y (and z) labels read `PC1 (62% var.)` etc.: the
+    fraction of the variance of `states` along each component.
+
+    **Raises:**
+
+    `ValueError` if `components` are not 2 or 3 distinct indices below
+    `min(d, number of states)`, or `states` do not have the points' dimension.
+
+    **Reference:** D. Sussillo and O. Barak, "Opening the black box:
+    low-dimensional dynamics in high-dimensional recurrent neural networks",
+    Neural Computation 25, 626-649 (2013).
+    """
+    from ._evolve import Trajectory
+
+    count = int(result.count)
+    points = np.asarray(result.points)[:count]
+    d = np.asarray(result.points).shape[1]
+    names = result.stability_names
+    if isinstance(states, Trajectory):
+        states = states.xs
+    data = points if states is None else np.asarray(states, dtype=float)
+    if data.ndim == 2:
+        data = data[None]
+    if data.ndim != 3 or data.shape[-1] != d:
+        raise ValueError(
+            f"`states` must have shape (T, {d}) or (B, T, {d}) (the points' "
+            f"dimension d={d}), got {np.shape(states)}."
+        )
+    flat = data.reshape(-1, d)
+    components = tuple(int(c) for c in components)
+    n_pc = min(d, flat.shape[0])
+    if (
+        len(components) not in (2, 3)
+        or len(set(components)) != len(components)
+        or not all(0 <= c < n_pc for c in components)
+    ):
+        raise ValueError(
+            f"`components` must be 2 or 3 distinct principal-component indices in "
+            f"[0, {n_pc}), got {components!r}."
+        )
+    mean = flat.mean(axis=0)
+    _, s, vt = np.linalg.svd(flat - mean, full_matrices=False)
+    basis = vt[list(components)].T  # (d, k)
+    explained = s**2 / max(np.sum(s**2), np.finfo(float).tiny)
+
+    def project(x):
+        return (np.asarray(x) - mean) @ basis
+
+    three_d = len(components) == 3
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        kw = {"projection": "3d"} if three_d else {}
+        _, ax = plt.subplots(figsize=(5.5, 4.5), subplot_kw=kw)
+    if states is not None:
+        for k, path in enumerate(data[:max_trajectories]):
+            p = project(path)
+            ax.plot(*p.T, color="0.6", lw=0.5, label="trajectory" if k == 0 else None)
+    if mode_length is None:
+        mode_length = 0.25 * np.sqrt(np.mean(np.sum((flat - mean) ** 2, axis=1)))
+    n_unstable = np.asarray(result.n_unstable)[:count]
+    vectors = np.asarray(result.eigenvectors)[:count]
+    drawn_mode = False
+    for x_star, name, n_u, V in zip(points, names, n_unstable, vectors):
+        if not unstable_modes:
+            break
+        for j in range(int(n_u)):
+            v = np.real(V[:, j])
+            v = v / max(np.linalg.norm(v), np.finfo(float).tiny)
+            seg = project(
+                np.stack([x_star - mode_length * v, x_star + mode_length * v])
+            )
+            ax.plot(
+                *seg.T,
+                color="tab:red",
+                lw=1.0,
+                label=None if drawn_mode else "unstable direction",
+            )
+            drawn_mode = True
+    labelled = set()
+    for x_star, name in zip(points, names):
+        marker, edge, face = _CLASS_MARKERS[name]
+        ax.plot(
+            *project(x_star)[:, None],
+            marker=marker,
+            ms=8,
+            mec=edge,
+            mfc=face,
+            mew=1.5,
+            ls="none",
+            label=None if name in labelled else name,
+            zorder=5,
+        )
+        labelled.add(name)
+    setters = (ax.set_xlabel, ax.set_ylabel) + ((ax.set_zlabel,) if three_d else ())
+    for set_label, c in zip(setters, components):
+        set_label(f"PC{c + 1} ({100 * explained[c]:.0f}% var.)")
+    _legend_outside(ax)
+    return ax
