@@ -93,6 +93,13 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportRedeclaration]
         "division by zero. A loss that solves a differential equation also becomes "
         "non-finite when the solve fails: raise `max_steps` or use a stiff solver."
     )
+    no_variance_fixed_point = (
+        "The variance map of the deep network, q -> sigma_w^2 E[phi(sqrt(q) z)^2] + "
+        "sigma_b^2, has no stable fixed point reached from `q0`: the preactivation "
+        "variance grows without bound with depth (an unbounded activation with a "
+        "large weight variance, e.g. ReLU with sigma_w^2 > 2). Lower `sigma_w2`, use "
+        "a bounded activation, or start from another `q0`."
+    )
 
 
 def is_traced(tree) -> bool:
