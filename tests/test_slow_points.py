@@ -165,6 +165,27 @@ def test_decoupled_tanh_cell_has_its_27_analytic_fixed_points():
     )
 
 
+def test_float32_state_under_x64_finds_the_analytic_points():
+    w = 2.0
+    h_star = scipy.optimize.brentq(lambda h: np.tanh(w * h) - h, 0.5, 1.0, xtol=1e-15)
+    guesses = jr.uniform(jr.key(1), (300, 3), jnp.float32, minval=-1.2, maxval=1.2)
+    with pytest.warns(UserWarning, match="computing in float32"):
+        sp = find_slow_points(_decoupled_tanh(w), jnp.zeros(3, jnp.float32), guesses)
+    assert sp.points.dtype == jnp.float32 and int(sp.count) == 27
+    expected = np.array(list(itertools.product([-h_star, 0.0, h_star], repeat=3)))
+    gap = np.max(np.abs(np.asarray(sp.unique)[:, None] - expected[None]), axis=-1)
+    assert sorted(np.argmin(gap, axis=1)) == list(range(27))
+    assert np.all(gap.min(axis=1) < 1e-5)
+    # optimistix's trust region starts in float64 under x64: a clear error.
+    with pytest.raises(ValueError, match="cannot run on a float32 state"):
+        find_slow_points(
+            _decoupled_tanh(w),
+            jnp.zeros(3, jnp.float32),
+            guesses,
+            solver=optx.LevenbergMarquardt(rtol=1e-5, atol=1e-5),
+        )
+
+
 def _linear_cell():
     """`h -> A h + B u + c` with `A = S M S^-1`, eigenvalues 1.5 and 0.6 +- 0.3i."""
     rng = np.random.default_rng(0)
@@ -252,7 +273,7 @@ def test_outliers_far_from_the_guesses_are_dropped():
     kept = find_slow_points(cell, jnp.zeros(1), guesses, outlier_scale=None)
     np.testing.assert_allclose(np.sort(kept.unique[:, 0]), [0.0, 1000.0], atol=1e-8)
     # Every slow point an outlier: nothing kept, and the error says why.
-    near = 999.0 + 1e-3 * jr.normal(jr.key(5), (10, 1))
+    near = 999.0 + 1e-3 * jr.normal(jr.key(5), (51, 1))  # (one compilation)
     with pytest.raises(eqx.EquinoxRuntimeError, match="outlier_scale"):
         find_slow_points(cell, jnp.zeros(1), near)
 

@@ -26,6 +26,11 @@ from .._system._coordinates import state_difference
 from .._system._jacobian import dense_jacobian, differentiation_mode
 
 
+_TRUST_REGION = (
+    optx.LevenbergMarquardt,
+    optx.IndirectLevenbergMarquardt,
+    optx.Dogleg,
+)
 _STABILITY_ITEMS = (
     Stability.stable_node,
     Stability.unstable_node,
@@ -360,7 +365,9 @@ def find_slow_points(
         given); default `1e-10` in float64, `1e-5` in float32.
     - `solver`: any `optimistix.AbstractLeastSquaresSolver` (on the residual)
         or `optimistix.AbstractMinimiser` (on the sum of squares); default
-        `optimistix.LevenbergMarquardt(rtol, atol)`.
+        `optimistix.LevenbergMarquardt(rtol, atol)`, or `optimistix.BFGS(rtol,
+        atol)` for a float32 state while `jax_enable_x64` is on (optimistix's
+        trust-region solvers cannot run in that mix).
     - `stability_tol`: eigenvalues with `|log|lambda|| <= stability_tol` count
         as on the unit circle (`n_center`).
     - `throw`: raise if no point was kept; with `False` that is reported in
@@ -375,7 +382,9 @@ def find_slow_points(
     - `ValueError` (before compiling) if `cell` is not a driven map, `u` is
         missing or (for a cell with `input_size`) not of shape `(input_size,)`,
         `guesses` is not 2-D or its feature size is not the cell's state size
-        `d`, or a tolerance is not positive.
+        `d`, a tolerance is not positive, or a trust-region `solver`
+        (Levenberg-Marquardt, Dogleg) is given a float32 state under
+        `jax_enable_x64`.
     - `equinox.EquinoxRuntimeError` (with `throw=True`) if no point was kept
         (the message gives the smallest `q` reached, or the number of outliers);
         also for non-finite guesses.
@@ -429,6 +438,26 @@ def find_slow_points(
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"`max_steps` must be a positive int, got {max_steps!r}.")
     dtype = guesses.dtype
+    double = jnp.finfo(dtype).bits >= 64
+    tol = (1e-12 if double else 1e-8) if tol is None else tol
+    # optimistix's trust-region solvers (Levenberg-Marquardt, Dogleg) start their
+    # step size in the default float dtype, so a float32 state under
+    # `jax_enable_x64` mixes dtypes inside their linear solve.
+    mixed = dtype != jnp.result_type(float)
+    if solver is None:
+        rtol = (1e-10 if double else 1e-5) if rtol is None else rtol
+        atol = (1e-10 if double else 1e-5) if atol is None else atol
+        if mixed:
+            solver = optx.BFGS(rtol=rtol, atol=atol)
+        else:
+            solver = optx.LevenbergMarquardt(rtol=rtol, atol=atol)
+    elif mixed and isinstance(solver, _TRUST_REGION):
+        raise ValueError(
+            f"`solver={type(solver).__name__}(...)` cannot run on a {dtype} state "
+            "while `jax_enable_x64` is on (optimistix starts its trust region in "
+            "float64). Pass float64 guesses, or a line-search solver such as "
+            "`optimistix.BFGS` (the default in this case)."
+        )
     u, _ = cast_floats(jax.tree.map(jnp.asarray, u), dtype)
     cell, _, args = conform(
         cell, guesses[0], verb="find_slow_points", args=args, u=u, name="guesses[0]"
@@ -437,12 +466,6 @@ def find_slow_points(
         guesses,
         "`guesses` contain non-finite values (NaN or inf); pass finite guesses.",
     )
-    double = jnp.finfo(dtype).bits >= 64
-    tol = (1e-12 if double else 1e-8) if tol is None else tol
-    if solver is None:
-        rtol = (1e-10 if double else 1e-5) if rtol is None else rtol
-        atol = (1e-10 if double else 1e-5) if atol is None else atol
-        solver = optx.LevenbergMarquardt(rtol=rtol, atol=atol)
     # Tolerances as arrays: a new value does not recompile.
     tols = [jnp.asarray(v, dtype) for v in (tol, dedup_tol, stability_tol)]
     scale = jnp.asarray(jnp.inf if outlier_scale is None else outlier_scale, dtype)
