@@ -29,8 +29,7 @@ _SEQUENTIAL_BYTES = 512
 
 def _nbytes(tree) -> int:
     return sum(
-        math.prod(leaf.shape) * jnp.dtype(leaf.dtype).itemsize
-        for leaf in jax.tree.leaves(tree)
+        math.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree)
     )
 
 

@@ -71,3 +71,20 @@ def test_scan_prefix_counts_only_the_first_n():
         # the carry ran n_run >= n rows (whole chunks): the sum of the first n_run
         assert n <= int(n_run) < n + 64
         assert float(carry) == float(np.sum(np.arange(int(n_run))))
+
+
+def test_typed_prng_keys_as_driven_map_inputs():
+    # Per-step keys (e.g. a random layer per step) are valid inputs: the result
+    # equals the run on their raw uint32 data, wrapped back inside the step.
+    import dynjax
+
+    def noisy(x, key):
+        return jnp.tanh(2.0 * x + jax.random.normal(key, x.shape))
+
+    typed = dynjax.DrivenMap(lambda x, u, p: noisy(x, u), d=3)
+    raw = dynjax.DrivenMap(lambda x, u, p: noisy(x, jax.random.wrap_key_data(u)), d=3)
+    keys = jax.random.split(jax.random.key(0), 300)
+    a = dynjax.lyapunov_spectrum(typed, jnp.ones(3), inputs=keys, k=2)
+    data = jax.random.key_data(keys)
+    b = dynjax.lyapunov_spectrum(raw, jnp.ones(3), inputs=data, k=2)
+    np.testing.assert_array_equal(a.exponents, b.exponents)
