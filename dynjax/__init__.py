@@ -67,11 +67,18 @@ from ._periodic import (
 )
 from ._results import RESULTS as RESULTS
 from ._rnn import (
+    depth_lyapunov as depth_lyapunov,
+    DepthLyapunov as DepthLyapunov,
+    find_slow_points as find_slow_points,
     flossing_loss as flossing_loss,
     gradient_propagation as gradient_propagation,
     GradientPropagation as GradientPropagation,
     rnn_spectrum as rnn_spectrum,
     RNNSpectrum as RNNSpectrum,
+    sample_guesses as sample_guesses,
+    signal_propagation as signal_propagation,
+    SignalPropagation as SignalPropagation,
+    SlowPoints as SlowPoints,
 )
 from ._system import (
     AbstractDrivenMap as AbstractDrivenMap,
