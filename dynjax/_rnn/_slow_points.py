@@ -137,11 +137,12 @@ def _speed_fn(cell, u, args):
     return residual
 
 
-def _dedup(points, candidate, q, tol):
+def _dedup(cell, points, candidate, q, tol):
     """Greedy deduplication in order of increasing `q`: a candidate is kept unless
     a kept point lies within `tol` (max-norm); a merged one points to the first
     kept point within `tol`. Returns `(keep, rep)` in the original order, `rep[i]`
-    being the guess index of the representative (or -1)."""
+    being the guess index of the representative (or -1). Distances are wrapped on
+    periodic coordinates (`dynjax.state_difference`)."""
     n = points.shape[0]
     order = jnp.argsort(jnp.where(candidate, q, jnp.inf), stable=True)
 
@@ -149,7 +150,8 @@ def _dedup(points, candidate, q, tol):
         keep, rep = carry
         j = order[i]
         # (One row of distances per step: memory O(n d), not O(n^2 d).)
-        close = jnp.max(jnp.abs(points - points[j]), axis=1) <= tol
+        gap = state_difference(cell, points, points[j])
+        close = jnp.max(jnp.abs(gap), axis=1) <= tol
         near_kept = keep & close
         is_new = candidate[j] & ~jnp.any(near_kept)
         first = jnp.argmax(near_kept[order])  # the slowest kept point close by
@@ -198,7 +200,7 @@ def _find_slow(
     inside = (spread == 0) | jnp.isinf(outlier_scale)
     inside = inside | (distance <= outlier_scale * spread)
     candidate = slow & inside
-    keep, rep = _dedup(ends, candidate, qs, dedup_tol)
+    keep, rep = _dedup(cell, ends, candidate, qs, dedup_tol)
     count = jnp.sum(keep)
 
     # Kept points first, by increasing q; the remaining rows repeat the first.
