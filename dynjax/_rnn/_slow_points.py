@@ -268,7 +268,7 @@ def _failure_details(sp: SlowPoints, tol, max_steps) -> str:
         f"No guess reached q <= tol = {tol:.3g}: the smallest q was {qs[i]:.3g}, "
         f"from guess {i}. The network may have only slow points (not fixed points) "
         f"at this input: raise `tol` to keep them; or raise `max_steps` (now "
-        f"{max_steps}), or give more guesses (`dynjax.rnn.sample_guesses`)."
+        f"{max_steps}), or give more guesses (`dynjax.sample_guesses`)."
     )
 
 
@@ -350,7 +350,7 @@ def find_slow_points(
         vector inputs, e.g. `jnp.zeros(m)`; a token id for a cell with a
         vocabulary).
     - `guesses`: initial states, shape `(n, d)`; e.g.
-        `dynjax.rnn.sample_guesses(trajectory.xs, n, key, noise=...)`.
+        `dynjax.sample_guesses(trajectory.xs, n, key, noise=...)`.
     - `args`: run-time arguments of the cell.
     - `tol`: the largest `q` kept (squared state units per step squared);
         default `1e-12` in float64 (FixedPointFinder's default) and `1e-8` in
@@ -395,7 +395,7 @@ def find_slow_points(
 
         ```python
         sol = dynjax.trajectory(cell, jnp.zeros(cell.d), inputs=inputs)
-        guesses = dynjax.rnn.sample_guesses(sol.xs, 512, key, noise=0.1)
+        guesses = dynjax.sample_guesses(sol.xs, 512, key, noise=0.1)
         sp = dynjax.find_slow_points(cell, jnp.zeros(cell.input_size), guesses)
         sp.unique, sp.stability_names, sp.n_unstable[: sp.count]
         ```
@@ -422,7 +422,7 @@ def find_slow_points(
         raise ValueError(
             f"`guesses` must have shape (n, d) with n >= 1, one initial state per "
             f"row; got shape {guesses.shape}. For one guess `h` pass `h[None]`; "
-            "from trajectories use `dynjax.rnn.sample_guesses(xs, n, key)`."
+            "from trajectories use `dynjax.sample_guesses(xs, n, key)`."
         )
     if cell.d is not None and guesses.shape[1] != cell.d:
         raise ValueError(
