@@ -20,12 +20,8 @@ from jax.scipy.special import erf
 from scipy import integrate, optimize
 
 import dynjax
-from dynjax._rnn._signal import (
-    DeepStack,
-    depth_lyapunov,
-    residual_stack,
-    signal_propagation,
-)
+from dynjax import depth_lyapunov, signal_propagation
+from dynjax.rnn import DeepStack, residual_stack
 
 
 matplotlib.use("Agg")
