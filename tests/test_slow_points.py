@@ -21,9 +21,8 @@ import pytest
 import scipy.optimize
 
 import dynjax
-from dynjax._rnn._slow_points import find_slow_points, sample_guesses
-from dynjax._rnn._tasks import delayed_recall, flip_flop
-from dynjax.rnn import LSTM, VanillaRNN
+from dynjax import find_slow_points, sample_guesses
+from dynjax.rnn import delayed_recall, flip_flop, LSTM, VanillaRNN
 
 
 matplotlib.use("Agg")
