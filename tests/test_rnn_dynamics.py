@@ -225,3 +225,35 @@ def test_bad_input_errors():
     bad = eqx.tree_at(lambda c: c.W, cell, cell.W.at[0, 0].set(jnp.nan))
     with pytest.raises(Exception, match="non-finite"):
         dynjax.rnn_spectrum(bad, xs, k=2)
+
+
+def test_batch_axis_errors_failures_and_wrappers():
+    cell = dynjax.rnn.VanillaRNN(8, 3, output_size=3, key=jr.key(0))
+    xs = jr.normal(jr.key(1), (4, 50, 3))
+    with pytest.raises(ValueError, match=r"Add a batch axis"):
+        dynjax.rnn_spectrum(cell, xs[0])
+    with pytest.raises(ValueError, match=r"takes one sequence.*jax.vmap"):
+        dynjax.gradient_propagation(cell, xs)
+    with pytest.raises(ValueError, match=r"dynjax.rnn.Cell"):
+        dynjax.rnn_spectrum(eqx.nn.GRUCell(3, 8, key=jr.key(0)), xs)
+    with pytest.raises(ValueError, match=r"`target` must be a scalar or have shape"):
+        dynjax.flossing_loss(cell, xs, k=2, target=jnp.zeros(3))
+    with pytest.raises(ValueError, match="both `output_size=` and `key=`"):
+        dynjax.rnn.Cell(eqx.nn.GRUCell(3, 8, key=jr.key(0)), output_size=3)
+    # Non-finite weights: an error by default, a code or a NaN loss on request
+    # (the form `dynjax.fit` stops on), never a silent -inf.
+    bad = eqx.tree_at(lambda c: c.W, cell, cell.W.at[0, 0].set(jnp.nan))
+    with pytest.raises(Exception, match="non-finite"):
+        dynjax.gradient_propagation(bad, xs[0])
+    gp = dynjax.gradient_propagation(bad, xs[0], throw=False)
+    assert gp.result == dynjax.RESULTS.map_escaped
+    assert np.isnan(float(dynjax.flossing_loss(bad, xs, k=2, throw=False)))
+    # A wrapper without `d` takes the state size from h0: 5 decoupled units
+    # h -> tanh(2 h + u) at u = 0 sit at the fixed point h* = tanh(2 h*), where
+    # every exponent is log(2 (1 - h*^2)).
+    h_star = 0.9575040240772687  # scipy.optimize.brentq(lambda h: tanh(2h) - h, .5, 1)
+    wrapped = dynjax.DrivenMap(lambda h, u, p: jnp.tanh(2 * h + u), None)
+    res = dynjax.rnn_spectrum(
+        wrapped, jnp.zeros((1, 400, 5)), jnp.full(5, 0.9), k=2, warmup=50
+    )
+    np.testing.assert_allclose(res.mean, np.log(2 * (1 - h_star**2)), atol=1e-9)

@@ -563,8 +563,13 @@ class Cell(AbstractCell):
             name = "cell" + jax.tree_util.keystr(path)
             if jnp.issubdtype(leaf.dtype, jnp.inexact):
                 _finite(leaf, name.removeprefix("cell."), "Cell(cell)")
+        if (output_size is None) != (key is None):
+            raise ValueError(
+                "`Cell` builds a readout only from both `output_size=` and `key=`; "
+                "pass both (a linear readout of the hidden state), or neither."
+            )
         self.cell = cell
-        if output_size is not None and key is not None:
+        if output_size is not None:
             self.readout = eqx.nn.Linear(hidden_size, output_size, key=key)
         else:
             self.readout = None

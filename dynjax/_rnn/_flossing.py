@@ -9,6 +9,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from .._custom_types import Args
 from .._lyapunov import finite_time_lyapunov
+from .._results import raise_if_failed, RESULTS
 from .._system import AbstractDrivenMap
 from ._spectrum import _check_cell, _initial_states, _sequence_shape
 
@@ -25,6 +26,7 @@ def flossing_loss(
     base: Literal["e"] | float = "e",
     args: Args = None,
     key: PRNGKeyArray | None = None,
+    throw: bool = True,
 ) -> Float[Array, ""]:
     r"""The gradient-flossing loss: the k leading finite-time exponents pushed
     towards a target.
@@ -65,6 +67,10 @@ def flossing_loss(
     - `n_windows`: the `T - warmup` remaining steps are cut into `n_windows`
         windows of `(T - warmup) // n_windows` steps (a remainder is unused).
     - `base`, `args`, `key`: as for `dynjax.rnn_spectrum`.
+    - `throw`: if `True` (default), a non-finite state or tangent raises; if
+        `False` the loss is then `nan`. Inside `dynjax.fit` pass `throw=False`:
+        `fit` stops on a non-finite loss and keeps the last finite model
+        (`RESULTS.nonfinite_loss`), where a raised error would end the run.
 
     **Returns:**
 
@@ -73,8 +79,9 @@ def flossing_loss(
     **Raises:**
 
     `ValueError` for inputs without a `(batch, T)` lead, windows shorter than a
-    step, `k` outside `[1, d]` or a mismatched `h0`;
-    `equinox.EquinoxRuntimeError` if a state or tangent becomes non-finite.
+    step, `k` outside `[1, d]`, a `target` that is neither a scalar nor of shape
+    `(k,)`, or a mismatched `h0`; `equinox.EquinoxRuntimeError` (with
+    `throw=True`) if a state or tangent becomes non-finite.
 
     **References:**
 
@@ -83,7 +90,7 @@ def flossing_loss(
     """
     verb = "flossing_loss"
     _check_cell(cell, verb)
-    batch, n_time = _sequence_shape(inputs, verb, batched=True)
+    batch, n_time = _sequence_shape(inputs, verb, batched=True, cell=cell)
     if isinstance(n_windows, bool) or not isinstance(n_windows, int) or n_windows < 1:
         raise ValueError(f"`n_windows` must be an int >= 1, got {n_windows!r}.")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
@@ -93,6 +100,11 @@ def flossing_loss(
         raise ValueError(
             f"`{n_windows}` windows after `warmup={warmup}` do not fit in T={n_time} "
             "steps: pass longer sequences, fewer windows or a smaller `warmup`."
+        )
+    if jnp.shape(target) not in ((), (k,)):
+        raise ValueError(
+            f"`target` must be a scalar or have shape (k,) = ({k},), got shape "
+            f"{jnp.shape(target)}."
         )
     h0, _ = _initial_states(cell, h0, batch, verb)
 
@@ -112,8 +124,15 @@ def flossing_loss(
             interval=1,
             key=key,
             method="matrix-free",
-        ).exponents
+            throw=False,
+        )
 
-    exponents = eqx.filter_vmap(one)(h0, inputs)  # (batch, n_windows, k)
-    target = jnp.broadcast_to(jnp.asarray(target, exponents.dtype), (k,))
-    return jnp.mean(jnp.sum((exponents - target) ** 2, axis=-1))
+    out = eqx.filter_vmap(one)(h0, inputs)  # exponents: (batch, n_windows, k)
+    target = jnp.broadcast_to(jnp.asarray(target, out.exponents.dtype), (k,))
+    loss = jnp.mean(jnp.sum((out.exponents - target) ** 2, axis=-1))
+    failed = jnp.any(out.result != RESULTS.successful)
+    if throw:
+        first = jnp.argmax(out.result != RESULTS.successful)
+        code = jax.tree.map(lambda c: c[first], out.result)
+        return raise_if_failed(code, loss)
+    return jnp.where(failed, jnp.nan, loss)

@@ -176,6 +176,7 @@ class SignalPropagation(eqx.Module):
         nats per layer (the growth rate of an infinitesimal perturbation of the
         input; compare with `depth_lyapunov`).
     - `chaotic`: `chi_1 > 1`, a boolean array.
+    - `phase` (property): `"ordered"`, `"chaotic"` or `"critical"`, outside `jit`.
     - `result`: a `dynjax.RESULTS` code; `no_variance_fixed_point` where the
         variance map has no stable fixed point (the other attributes are then NaN).
     """
@@ -364,7 +365,7 @@ def signal_propagation(
 
     **Returns:**
 
-    A `dynjax.rnn.SignalPropagation` (shapes: scalars; units: variances, layers,
+    A `dynjax.SignalPropagation` (shapes: scalars; units: variances, layers,
     nats per layer).
 
     **Raises:**
@@ -575,7 +576,7 @@ def depth_lyapunov(
 
     **Returns:**
 
-    A `dynjax.rnn.DepthLyapunov` (nats per layer).
+    A `dynjax.DepthLyapunov` (nats per layer).
 
     **Raises:**
 
@@ -647,7 +648,8 @@ def residual_stack(
     neural ODE.
 
     A residual stack of `L = depth` layers whose residual branches are scaled by
-    `1 / L` is the explicit Euler discretization of `dh/dt = f(h)` (or `f(t, h)`)
+    `1 / L` is the explicit Euler discretization of `dh/dt = f(h)` (or `f(t, h)`,
+    given as a dynjax flow)
     over `t in [0, t1]` with step `t1 / L`: its output
     `dynjax.trajectory(stack, h0, n_steps=depth).xs[-1]` tends to the flow's
     solution `h(t1)` with error `O(1 / L)` (Chen et al. 2018; Haber and Ruthotto
@@ -658,8 +660,9 @@ def residual_stack(
     **Arguments:**
 
     - `f`: the residual branch: a dynjax flow (`dynjax.AbstractFlow`, possibly
-        time-dependent), or a callable `f(h)` such as an `eqx.nn.MLP`, wrapped as
-        the autonomous flow `dynjax.Flow(lambda t, h, f: f(h), f)` (its arrays
+        time-dependent: build one as `dynjax.Flow(lambda t, h, p: ..., p)`), or a
+        one-argument callable `f(h)` such as an `eqx.nn.MLP`, wrapped as the
+        autonomous flow `dynjax.Flow(lambda t, h, f: f(h), f)` (its arrays
         stay differentiable parameters).
     - `depth`: `L`, the number of layers, an int >= 1.
     - `t1`: the time the stack spans (default `1.0`).

@@ -33,16 +33,39 @@ def _check_cell(cell, verb: str) -> None:
         raise ValueError(
             f"`{verb}` takes a driven map (a `dynjax.rnn` cell, `dynjax.rnn.Cell` "
             f"around an equinox cell, or a `dynjax.DrivenMap`), got "
-            f"{type(cell).__name__}. Wrap a plain function `F(h, u)` in "
-            "`dynjax.DrivenMap`."
+            f"{type(cell).__name__}. Wrap an equinox cell (`eqx.nn.GRUCell`, "
+            "`eqx.nn.LSTMCell`, any Module with `__call__(u, h)`) in "
+            "`dynjax.rnn.Cell`, and a function `F(h, u, params)` in "
+            "`dynjax.DrivenMap(F, params, d=...)`."
         )
 
 
-def _sequence_shape(inputs, verb: str, batched: bool) -> tuple[int, ...]:
+def _sequence_shape(inputs, verb: str, batched: bool, cell=None) -> tuple[int, ...]:
     """The leading `(batch, T)` or `(T,)` axes shared by every input leaf."""
     leaves = jax.tree.leaves(inputs)
     if not leaves:
         raise ValueError(f"`{verb}` needs `inputs`, an array or pytree of arrays.")
+    m = getattr(cell, "input_size", None)
+    if (
+        len(leaves) == 1
+        and isinstance(m, int)
+        and getattr(cell, "vocab_size", None) is None
+    ):
+        # Vector inputs of a cell with a known input size: a missing or extra
+        # batch axis is recognizable (not a feature-size mismatch).
+        shape = jnp.shape(leaves[0])
+        rank = 3 if batched else 2
+        if len(shape) == rank - 1 and shape[-1] == m and batched:
+            raise ValueError(
+                f"`{verb}` takes a batch of sequences, shape (batch, T, {m}), got "
+                f"{shape}. Add a batch axis (`inputs[None]`)."
+            )
+        if len(shape) == rank + 1 and shape[-1] == m and not batched:
+            raise ValueError(
+                f"`{verb}` takes one sequence, shape (T, {m}), got {shape}: "
+                f"`jax.vmap` it over the batch (`jax.vmap(lambda x: dynjax.{verb}"
+                "(cell, x))(inputs)`)."
+            )
     n = 2 if batched else 1
     what = "(batch, T, ...)" if batched else "(T, ...)"
     shapes = [jnp.shape(leaf) for leaf in leaves]
@@ -60,10 +83,23 @@ def _sequence_shape(inputs, verb: str, batched: bool) -> tuple[int, ...]:
     return lead.pop()
 
 
+def _cell_dtype(cell):
+    """The dtype of the cell's floating parameters (JAX's default if none)."""
+    leaves = [x for x in jax.tree.leaves(cell) if eqx.is_inexact_array(x)]
+    return jnp.result_type(*leaves) if leaves else jnp.result_type(float)
+
+
 def _initial_states(cell, h0, batch: int | None, verb: str):
     d = cell.d
+    if d is None:  # (a wrapper without `d=`: the state's size comes from h0)
+        if h0 is None:
+            raise ValueError(
+                f"`{verb}` cannot tell the state size of {type(cell).__name__}: "
+                "pass `h0=` or build it with `d=`."
+            )
+        d = jnp.shape(h0)[-1]
     if h0 is None:
-        h0 = jnp.zeros((d,), jnp.result_type(float))
+        h0 = jnp.zeros((d,), _cell_dtype(cell))
     h0 = jnp.asarray(h0)
     if h0.shape == (d,) and batch is not None:
         return jnp.broadcast_to(h0, (batch, d)), True
@@ -189,7 +225,7 @@ def rnn_spectrum(
     """
     verb = "rnn_spectrum"
     _check_cell(cell, verb)
-    batch, n_time = _sequence_shape(inputs, verb, batched=True)
+    batch, n_time = _sequence_shape(inputs, verb, batched=True, cell=cell)
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"`warmup` must be an int >= 0, got {warmup!r}.")
     if warmup >= n_time:
@@ -246,11 +282,14 @@ class GradientPropagation(eqx.Module):
         in the unit of `base`). The mean slope over a range of lags is the
         Lyapunov spectrum.
     - `states`: shape `(T + 1, d)`, the hidden states `h_0, ..., h_T`.
+    - `result`: a `dynjax.RESULTS` code: `map_escaped` if a hidden state became
+        non-finite, `nonfinite_tangent_map` if a backpropagated vector did.
     """
 
     lags: Int[Array, " T"]
     log_singular_values: Float[Array, "T k"]
     states: Float[Array, "T+1 d"]
+    result: RESULTS
 
 
 def gradient_propagation(
@@ -262,6 +301,7 @@ def gradient_propagation(
     base: Literal["e"] | float = "e",
     args: Args = None,
     key: PRNGKeyArray | None = None,
+    throw: bool = True,
 ) -> GradientPropagation:
     r"""How gradients of a loss at the last step propagate back through time.
 
@@ -301,15 +341,19 @@ def gradient_propagation(
     - `base`: `"e"` (nats, default) or `2` (bits).
     - `args`: run-time arguments of the cell's `step`.
     - `key`: a PRNG key for the random start frame `Q_0` (default `key(0)`).
+    - `throw`: raise on failure (default); otherwise read `result.result`.
 
     **Returns:**
 
-    A `dynjax.GradientPropagation`.
+    A `dynjax.GradientPropagation`. A direction that a step maps to zero (a
+    singular Jacobian, e.g. dead ReLU units) has `log sigma = -inf` from then on.
 
     **Raises:**
 
     `ValueError` for `k` outside `[1, d]`, `h0` of the wrong shape or inputs the
-    cell rejects.
+    cell rejects; `equinox.EquinoxRuntimeError` (with `throw=True`) if a hidden
+    state or a backpropagated vector became non-finite (non-finite weights or
+    inputs, or a network whose state diverges).
 
     !!! Example
 
@@ -328,9 +372,9 @@ def gradient_propagation(
     """
     verb = "gradient_propagation"
     _check_cell(cell, verb)
-    (n_time,) = _sequence_shape(inputs, verb, batched=False)
+    (n_time,) = _sequence_shape(inputs, verb, batched=False, cell=cell)
     h0, _ = _initial_states(cell, h0, None, verb)
-    d = cell.d
+    d = h0.shape[0]
     k = d if k is None else k
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= d:
         raise ValueError(
@@ -341,7 +385,11 @@ def gradient_propagation(
     cell, h0, args = conform(cell, h0, verb=verb, args=args, u=u0)
     key = jr.key(0) if key is None else key
     Q0, _ = jnp.linalg.qr(jr.normal(key, (d, k), h0.dtype))
-    return _gradient_propagation(cell, inputs, h0, Q0, args, log_base)
+    out = _gradient_propagation(cell, inputs, h0, Q0, args, log_base)
+    if throw:
+        values = raise_if_failed(out.result, out.log_singular_values)
+        out = eqx.tree_at(lambda r: r.log_singular_values, out, values)
+    return out
 
 
 @eqx.filter_jit
@@ -358,14 +406,19 @@ def _gradient_propagation(cell, inputs, h0, Q0, args, log_base):
         _, pullback = jax.vjp(lambda x: cell.step(x, u, args), h)
         (V,) = jax.vmap(pullback, in_axes=1, out_axes=1)(Q)
         Q, R = qr_positive(V)
-        return Q, safe_log(jnp.diagonal(R))
+        return Q, (safe_log(jnp.diagonal(R)), jnp.all(jnp.isfinite(V)))
 
     # (h_{T-tau} and u_{T-tau+1} for tau = 1..T)
-    _, logs = jax.lax.scan(backward, Q0, (states[:-1], inputs), reverse=True)
+    _, (logs, finite) = jax.lax.scan(backward, Q0, (states[:-1], inputs), reverse=True)
     logs = logs[::-1]
     n_time = logs.shape[0]
+    code = RESULTS.where(
+        jnp.all(finite), RESULTS.successful, RESULTS.nonfinite_tangent_map
+    )
+    code = RESULTS.where(jnp.all(jnp.isfinite(states)), code, RESULTS.map_escaped)
     return GradientPropagation(
         lags=jnp.arange(1, n_time + 1),
         log_singular_values=jnp.cumsum(logs, axis=0) / log_base,
         states=states,
+        result=code,
     )
