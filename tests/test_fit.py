@@ -267,3 +267,29 @@ def test_equal_definitions_share_one_compilation():
         _SCALE = 1.0
     assert _Traces.n > n
     np.testing.assert_allclose(scaled.losses[0], 2 * first.losses[0], rtol=1e-12)
+
+
+def _mse_with_aux(model, batch, key):
+    X, y = batch
+    residual = jax.vmap(model)(X)[:, 0] - y
+    value = jnp.mean(residual**2)
+    return value, {"value": value, "max": jnp.max(jnp.abs(residual))}
+
+
+def test_aux_is_stacked_over_steps_and_resumed():
+    X, y = _regression()
+    kw = dict(data=(X, y), batch_size=16, progress=False, has_aux=True)
+    model, key = _linear(jax.random.key(0)), jax.random.key(3)
+    whole = dynjax.fit(_mse_with_aux, model, optax.adam(1e-2), n_steps=50, key=key,
+                       chunk_size=8, **kw)  # fmt: skip
+    assert whole.aux["max"].shape == (50,)
+    np.testing.assert_array_equal(whole.aux["value"], whole.losses)
+    plain = dynjax.fit(_mse, model, optax.adam(1e-2), n_steps=50, key=key,
+                       data=(X, y), batch_size=16, progress=False)  # fmt: skip
+    np.testing.assert_array_equal(plain.losses, whole.losses)
+    assert plain.aux is None
+    part = dynjax.fit(_mse_with_aux, model, optax.adam(1e-2), n_steps=20, key=key,
+                      chunk_size=8, **kw)  # fmt: skip
+    rest = dynjax.fit(_mse_with_aux, None, optax.adam(1e-2), n_steps=30,
+                      resume=part, chunk_size=8, **kw)  # fmt: skip
+    np.testing.assert_array_equal(rest.aux["max"], whole.aux["max"])

@@ -39,6 +39,9 @@ class FitResult(eqx.Module):
     - `result`: `RESULTS.successful`, or `RESULTS.nonfinite_loss`.
     - `stopped_at`: the 0-based global step whose loss or gradient was
         non-finite, or `-1`.
+    - `aux`: with `has_aux=True`, the loss's auxiliary output at every step
+        done, stacked along a leading axis of length `n_steps` (e.g. each
+        network's loss in a population); `None` otherwise.
 
     Pass it back as `dynjax.fit(..., resume=result)` to continue training:
     model, optimizer state, key and loss history carry on.
@@ -51,6 +54,7 @@ class FitResult(eqx.Module):
     n_steps: int
     result: RESULTS
     stopped_at: int
+    aux: PyTree = None
 
 
 class FitInterrupted(KeyboardInterrupt):
@@ -147,6 +151,12 @@ class _ByValue:
         return isinstance(other, _ByValue) and self._key == other._key
 
 
+def _nan_like(shape, dtype):
+    if jnp.issubdtype(dtype, jnp.inexact):
+        return jnp.full(shape, jnp.nan, dtype)
+    return jnp.zeros(shape, dtype)
+
+
 def _all_finite(tree) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
@@ -154,7 +164,7 @@ def _all_finite(tree) -> jax.Array:
 
 @eqx.filter_jit
 def _chunk(params, static, opt_state, prev, key, data, start, n_active, loss,
-           optimizer, batch_size, chunk_size):  # fmt: skip
+           optimizer, batch_size, chunk_size, has_aux=False):  # fmt: skip
     """`chunk_size` training steps as one `lax.scan`; steps `>= n_active` and the
     steps after a non-finite loss are skipped (one compilation for every chunk).
     `prev` is the (parameters, optimizer state) before the last update."""
@@ -176,9 +186,10 @@ def _chunk(params, static, opt_state, prev, key, data, start, n_active, loss,
 
         def run(_):
             new_key, k_batch, k_loss = jax.random.split(key, 3)
-            value, grads = eqx.filter_value_and_grad(loss_of)(
+            out, grads = eqx.filter_value_and_grad(loss_of, has_aux=has_aux)(
                 params, take(k_batch), k_loss
             )
+            value, aux = out if has_aux else (out, None)
             updates, state = optimizer.update(grads, opt_state, params)
             new_params = eqx.apply_updates(params, updates)
             loss_ok = jnp.isfinite(value)
@@ -199,11 +210,16 @@ def _chunk(params, static, opt_state, prev, key, data, start, n_active, loss,
                 None,
             )
             stop_ = jnp.where(ok, stop, start + i).astype(stop.dtype)
-            return (p, s, prev_, new_key, stop_), value.astype(jnp.result_type(float))
+            value = value.astype(jnp.result_type(float))
+            return (p, s, prev_, new_key, stop_), (value, aux)
 
         def skip(_):
             nan = jnp.array(jnp.nan, jnp.result_type(float))
-            return (params, opt_state, prev, key, stop), nan
+            aux = None
+            if has_aux:
+                spec = jax.eval_shape(lambda: loss_of(params, take(key), key)[1])
+                aux = jax.tree.map(lambda a: _nan_like(a.shape, a.dtype), spec)
+            return (params, opt_state, prev, key, stop), (nan, aux)
 
         active = (i < n_active) & (stop < 0)
         return jax.lax.cond(active, run, skip, None)
@@ -260,6 +276,7 @@ def fit(
     progress: bool = True,
     resume: FitResult | None = None,
     trainable: Callable[[Any], bool] | PyTree[bool] = eqx.is_inexact_array,
+    has_aux: bool = False,
 ) -> FitResult:
     """Train a model with an optax optimizer, as compiled chunks of steps.
 
@@ -304,6 +321,10 @@ def fit(
         network) should read them through `jax.lax.stop_gradient`, or pass
         `trainable` as a pytree of bools shaped like the model (as
         `eqx.partition` accepts) with `False` at those leaves.
+    - `has_aux`: if `True`, `loss` returns `(value, aux)`, where `aux` is any
+        pytree of arrays of fixed shapes (per-step diagnostics: accuracies, the
+        losses of each member of a population); it is not differentiated and is
+        returned stacked over steps as `result.aux`.
 
     **Returns:**
 
@@ -345,12 +366,14 @@ def fit(
     if resume is not None:
         model, key, opt_state = resume.model, resume.key, resume.opt_state
         losses = [np.asarray(resume.losses)]
+        auxes = [] if resume.aux is None else [resume.aux]
         done = int(resume.n_steps)
     else:
         if key is None:
             raise ValueError("Pass `key=jax.random.key(...)` (or `resume=`).")
         opt_state = None
         losses = []
+        auxes = []
         done = 0
     params, static = eqx.partition(model, trainable)
     if opt_state is None:
@@ -362,6 +385,9 @@ def fit(
     def result():
         out_losses = np.concatenate(losses) if losses else np.zeros(0)
         code = RESULTS.nonfinite_loss if stop >= 0 else RESULTS.successful
+        aux = None
+        if auxes:
+            aux = jax.tree.map(lambda *a: jnp.concatenate(a), *auxes)
         return FitResult(
             model=eqx.combine(params, static),
             losses=jnp.asarray(out_losses),
@@ -370,6 +396,7 @@ def fit(
             n_steps=done,
             result=code,
             stopped_at=stop,
+            aux=aux,
         )
 
     bar = None
@@ -382,12 +409,14 @@ def fit(
             start, n_active = jnp.asarray(done), jnp.asarray(n)
             out = _chunk(params, static, opt_state, prev, key, data, start,
                          n_active, by_value[0], by_value[1], batch_size,
-                         chunk_size)  # fmt: skip
-            params, opt_state, prev, key, stop_, values = out
+                         chunk_size, has_aux)  # fmt: skip
+            params, opt_state, prev, key, stop_, (values, aux) = out
             stop = int(stop_)
             n_done = n if stop < 0 else stop - done + 1
             values = np.asarray(values)[:n_done]
             losses.append(values)
+            if has_aux:
+                auxes.append(jax.tree.map(lambda a: a[:n_done], aux))
             done += n_done
             left -= n
             if bar is not None:
