@@ -736,3 +736,149 @@ def signal_phase_diagram(
     ax.set_xlabel(r"$\sigma_w^2$")
     ax.set_ylabel(r"$\sigma_b^2$")
     return ax
+
+
+def _performance_norm(performance):
+    import matplotlib.colors as mcolors
+
+    lo, hi = float(np.min(performance)), float(np.max(performance))
+    return mcolors.Normalize(lo, hi if hi > lo else lo + 1.0)
+
+
+def spectra_by_performance(
+    spectra, performance, *, ax=None, cmap="viridis", label="performance"
+):
+    """Lyapunov spectra of a population of networks, coloured by performance.
+
+    One line per network, exponent `lambda_i` against its index `i` (1 = the
+    largest), coloured by the network's performance, with a colour bar. The best
+    networks are drawn last (on top). `-inf` exponents (collapsed directions) are
+    left out of the lines.
+
+    **Arguments:**
+
+    - `spectra`: shape `(n, L)`, one spectrum per row.
+    - `performance`: shape `(n,)`.
+    - `ax`: a matplotlib Axes; a new 5 x 3.5 inch figure is made if `None`.
+    - `cmap`: the colour map (default `"viridis"`).
+    - `label`: the colour bar's label (default `"performance"`).
+
+    **Returns:**
+
+    The Axes. `ax.collections[0]` is the `LineCollection` of the `n` spectra, its
+    colour array the performances (in drawing order, best last); the colour bar
+    is on the figure.
+
+    **Raises:**
+
+    `ValueError` for spectra that are not `(n, L)` (ragged: interpolate them
+    first), hold NaN or `+inf`, or a `performance` of another length.
+    """
+    from matplotlib.collections import LineCollection
+
+    from ._aelle._analysis import check_performance, check_spectra
+
+    x = check_spectra(spectra)
+    perf = check_performance(performance, x.shape[0])
+    order = np.argsort(perf, kind="stable")
+    index = np.arange(1, x.shape[1] + 1)
+    y = np.where(np.isfinite(x), x, np.nan)[order]
+    segments = [np.column_stack([index, row]) for row in y]
+    lines = LineCollection(
+        segments, array=perf[order], cmap=cmap, norm=_performance_norm(perf), lw=0.8
+    )
+    ax = _new_axes(ax, (5, 3.5))
+    ax.add_collection(lines)
+    finite = y[np.isfinite(y)]
+    pad = 0.05 * (np.ptp(finite) if finite.size and np.ptp(finite) > 0 else 1.0)
+    ax.set_xlim(index[0] - 0.5, index[-1] + 0.5)
+    if finite.size:
+        ax.set_ylim(finite.min() - pad, finite.max() + pad)
+    ax.axhline(0.0, color="0.5", lw=0.6, ls=":")
+    ax.figure.colorbar(lines, ax=ax, label=label)
+    ax.set_xlabel("exponent index $i$")
+    ax.set_ylabel(r"$\lambda_i$")
+    return ax
+
+
+def latent_space(latents, performance, *, ax=None, cmap="viridis", label="performance"):
+    """An AeLLE latent space in its first two principal components, coloured by
+    performance.
+
+    The latent vectors are centred and projected on the two leading right
+    singular vectors of the centred matrix (principal component analysis); the
+    axis labels give each component's share of the variance. Good and bad
+    networks separating in this plane is the point of AeLLE (Vogt, Zheng &
+    Shlizerman 2022, Fig. 3).
+
+    **Arguments:**
+
+    - `latents`: shape `(n, latent_size)` (`model.encode(spectra)`), at least two
+        latent dimensions.
+    - `performance`: shape `(n,)`.
+    - `ax`, `cmap`, `label`: as in `spectra_by_performance`.
+
+    **Returns:**
+
+    The Axes. `ax.collections[0]` is the scatter of the `n` networks (offsets the
+    two principal coordinates, colour array the performances); the colour bar is
+    on the figure.
+
+    **Raises:**
+
+    `ValueError` if `latents` is not `(n, k)` with `n >= 2`, `k >= 2`, finite, or
+    `performance` is not `(n,)`.
+    """
+    from ._aelle._analysis import check_performance
+
+    z = np.asarray(latents, dtype=float)
+    if z.ndim != 2 or z.shape[0] < 2 or z.shape[1] < 2 or not np.all(np.isfinite(z)):
+        raise ValueError(
+            "`latents` must be a finite array (n, k) with n >= 2 networks and k >= 2 "
+            f"latent dimensions; got shape {z.shape}."
+        )
+    perf = check_performance(performance, z.shape[0])
+    centred = z - z.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    pcs = centred @ vt[:2].T
+    explained = s**2 / max(np.sum(s**2), np.finfo(float).tiny)
+    ax = _new_axes(ax, (5, 4))
+    points = ax.scatter(
+        pcs[:, 0], pcs[:, 1], c=perf, cmap=cmap, norm=_performance_norm(perf), s=14
+    )
+    ax.figure.colorbar(points, ax=ax, label=label)
+    ax.set_xlabel(f"PC1 ({100 * explained[0]:.0f}% var.)")
+    ax.set_ylabel(f"PC2 ({100 * explained[1]:.0f}% var.)")
+    return ax
+
+
+def roc_curves(results, *, ax=None):
+    """ROC curves of the AeLLE latent classifier and the baselines on the test
+    networks, each with its AUC in the legend.
+
+    **Arguments:**
+
+    - `results`: a `dynjax.aelle.ClassifierComparison`
+        (`dynjax.aelle.compare_classifiers`).
+    - `ax`: a matplotlib Axes; a new 5 x 4 inch figure is made if `None`.
+
+    **Returns:**
+
+    The Axes: one line per classifier (in `results.auc` order, the latent
+    classifier first and thicker), labelled `"name (AUC = 0.93)"`, and the
+    chance diagonal (dashed, unlabelled); legend outside the axes.
+    """
+    from ._aelle._analysis import roc_curve
+
+    ax = _new_axes(ax, (5, 4))
+    ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=0.8)
+    for n, (name, auc) in enumerate(results.auc.items()):
+        fpr, tpr, _ = roc_curve(results.scores[name], results.labels)
+        ax.plot(fpr, tpr, lw=2.0 if n == 0 else 1.2, label=f"{name} (AUC = {auc:.2f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    _legend_outside(ax)
+    return ax
