@@ -641,6 +641,7 @@ def compare_classifiers(
                 "networks or a different split."
             )
     floor = float(model.floor)
+    floor = floor if np.isfinite(floor) else default_floor(x)  # (an unfitted model)
     features = {"AeLLE latent": np.asarray(model.encode(jnp.asarray(x)))}
     features.update(
         {k: np.asarray(v) for k, v in baseline_features(x, floor=floor).items()}
