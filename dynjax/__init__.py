@@ -2,7 +2,7 @@
 
 import importlib.metadata
 
-from . import plot as plot, rnn as rnn, systems as systems
+from . import aelle as aelle, plot as plot, rnn as rnn, systems as systems
 from ._diffusion import (
     AbstractSDE as AbstractSDE,
     DiffusionLikelihood as DiffusionLikelihood,
