@@ -121,3 +121,28 @@ def test_bad_populations():
                     learning_rates=jnp.ones(2), key=jr.key(0), n_steps=1)  # fmt: skip
     with pytest.raises(ValueError, match="combinations"):
         train_population(task, n=2, key=jr.key(0), n_steps=1)
+
+
+def test_more_bad_input_and_stacked_cells():
+    task = _toy_task()
+    with pytest.raises(ValueError, match="are sequences"):
+        train_population(task, n=3, kinds="gru", key=jr.key(0), n_steps=1)
+    with pytest.raises(ValueError, match="must be positive"):
+        train_stack(task, kind="gru", hidden_size=4, init_scale=jnp.ones(2),
+                    learning_rates=-jnp.ones(2), key=jr.key(0), n_steps=1)  # fmt: skip
+    with pytest.raises(ValueError, match="non-empty tuple"):
+        dynjax.aelle.Population(())
+    stack = train_stack(task, kind="gru", hidden_size=4, init_scale=jnp.full(2, 0.1),
+                        learning_rates=jnp.full(2, 1e-2), key=jr.key(0), n_steps=0,
+                        progress=False)  # fmt: skip
+    assert stack.losses.shape == (2, 0)
+    with pytest.raises(ValueError, match="exceeds the state dimension d=4"):
+        population_spectra(stack, task, key=jr.key(0), k=5, n_sequences=1, length=5,
+                           warmup=2)  # fmt: skip
+    # Stacked cells (networks trained elsewhere) work as a stack.
+    cells = [dynjax.rnn.GRU(4, 3, key=jr.key(i)) for i in range(2)]
+    inputs = jr.normal(jr.key(1), (2, 20, 3))
+    together = stack_spectra(stack_networks(cells), inputs, warmup=2)
+    for i, cell in enumerate(cells):
+        alone = dynjax.rnn_spectrum(cell, inputs, warmup=2).mean
+        np.testing.assert_allclose(together[i], alone, atol=1e-10)

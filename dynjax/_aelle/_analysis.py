@@ -136,7 +136,7 @@ def interpolate_spectra(
     `ValueError` for an empty list, an entry that is not 1-D, NaN or `+inf`
     exponents, or `length < 1`.
 
-    **Reference:** J. Vogt, R. Zheng, E. Shlizerman, "Lyapunov-guided
+    **Reference:** R. Vogt, Y. Zheng, E. Shlizerman, "Lyapunov-guided
     representation of recurrent neural network performance", arXiv:2204.04876
     (2022).
     """
@@ -608,7 +608,7 @@ def compare_classifiers(
     of range, overlapping `train` and `test`, or a split in which the training
     or test networks are all good or all bad.
 
-    **Reference:** J. Vogt, R. Zheng, E. Shlizerman, "Lyapunov-guided
+    **Reference:** R. Vogt, Y. Zheng, E. Shlizerman, "Lyapunov-guided
     representation of recurrent neural network performance", arXiv:2204.04876
     (2022).
     """

@@ -87,7 +87,7 @@ class AeLLE(eqx.Module):
     - `predict(spectra)`: the predicted performance, `()` or `(n,)`, in the
         performance's units.
 
-    **Reference:** J. Vogt, R. Zheng, E. Shlizerman, "Lyapunov-guided
+    **Reference:** R. Vogt, Y. Zheng, E. Shlizerman, "Lyapunov-guided
     representation of recurrent neural network performance", arXiv:2204.04876
     (2022); reference code: github.com/shlizee/LyapunovAutoEncode.
     """
@@ -349,7 +349,7 @@ def fit_aelle(
         latents = out.model.encode(spectra)
         ```
 
-    **Reference:** J. Vogt, R. Zheng, E. Shlizerman, "Lyapunov-guided
+    **Reference:** R. Vogt, Y. Zheng, E. Shlizerman, "Lyapunov-guided
     representation of recurrent neural network performance", arXiv:2204.04876
     (2022).
     """

@@ -177,8 +177,9 @@ def train_stack(
 ) -> Stack:
     """Train `n` networks of one cell type and hidden size as one program.
 
-    Network `i` is initialized with `U(-p_i, p_i)` weights (`p_i =
-    init_scale[i]`, key `jr.fold_in(key, i)`) and trained with Adam at learning
+    Network `i` is initialized with `U(-p_i, p_i)` recurrent and input weights
+    and biases (`p_i = init_scale[i]`, key `jr.fold_in(key, i)`; the linear
+    readout keeps equinox's default initialization) and trained with Adam at learning
     rate `learning_rates[i]`, its gradient clipped to norm `max_grad_norm`; all
     networks see the same minibatches. The result is, network by network, what
     training each alone with the same keys gives (`population_adam`).
@@ -203,6 +204,14 @@ def train_stack(
             f"length (one value per network), got shapes {init_scale.shape} and "
             f"{learning_rates.shape}."
         )
+    positive = np.all(np.asarray(learning_rates) > 0) & np.all(
+        np.asarray(init_scale) > 0
+    )
+    if not positive:
+        raise ValueError(
+            "`init_scale` and `learning_rates` must be positive (a negative "
+            "learning rate would ascend the loss)."
+        )
     n = init_scale.shape[0]
     keys = jax.vmap(lambda i: jr.fold_in(key, i))(jnp.arange(n))
     cells = _make_cells(kind, hidden_size, task, keys, init_scale)
@@ -218,7 +227,7 @@ def train_stack(
         has_aux=True,
     )
     accuracy, test_loss = _evaluate(task, result.model)
-    curves = result.aux
+    curves = jnp.zeros((0, n)) if result.aux is None else result.aux
     return Stack(
         cells=result.model,
         kind=kind,
@@ -238,14 +247,24 @@ class Population(eqx.Module):
     """Networks of several cell types and hidden sizes, one `Stack` per
     combination; the per-network arrays below concatenate the stacks in order.
 
-    **Attributes:** `stacks`, a tuple of `dynjax.aelle.Stack`.
+    **Attributes:** `stacks`, a non-empty tuple of `dynjax.aelle.Stack`.
 
-    **Properties** (NumPy arrays of length `n`, the number of networks):
+    **Properties:** `n`, the number of networks; NumPy arrays of length `n`:
     `accuracy`, `test_loss`, `kinds`, `hidden_sizes`, `init_scale`,
-    `learning_rates`; `losses` is `(n, n_steps)`.
+    `learning_rates`; `losses` is `(n, n_steps)` (stacks trained for the same
+    number of steps).
+
+    **Methods:** `network(i)`, network `i` (global index) as an ordinary cell.
     """
 
     stacks: tuple[Stack, ...]
+
+    def __check_init__(self):
+        if not self.stacks or not all(isinstance(s, Stack) for s in self.stacks):
+            raise ValueError(
+                "`Population` needs a non-empty tuple of `dynjax.aelle.Stack` "
+                "(from `train_stack`)."
+            )
 
     def _cat(self, f):
         return np.concatenate([np.asarray(f(s)) for s in self.stacks])
@@ -324,6 +343,11 @@ def train_population(
     **Raises:** `ValueError` for `n` smaller than the number of combinations,
     an unknown kind, or inverted ranges.
     """
+    if isinstance(kinds, str) or isinstance(hidden_sizes, int):
+        raise ValueError(
+            '`kinds` and `hidden_sizes` are sequences: pass e.g. `kinds=("gru",)`, '
+            "`hidden_sizes=(32,)`."
+        )
     combos = [(kind, h) for kind in kinds for h in hidden_sizes]
     if not isinstance(n, int) or n < len(combos):
         raise ValueError(
@@ -376,19 +400,25 @@ def _spectrum_inputs(task, key, n_sequences: int, n_time: int):
 
 
 def stack_spectra(
-    stack: Stack,
+    stack: Stack | AbstractCell,
     inputs: Float[Array, "sequences T m"],
     *,
     k: int | None = None,
     warmup: int = 500,
 ) -> Float[Array, "n k"]:
     """The mean Lyapunov spectrum (nats per step) of every network of a stack on
-    the same input streams: `dynjax.rnn_spectrum` vmapped over the stack."""
+    the same input streams: `dynjax.rnn_spectrum` vmapped over the stack.
+
+    `stack` is a `dynjax.aelle.Stack` or stacked cells (`stack_networks`);
+    `inputs` has shape `(sequences, T, m)`; `k` and `warmup` as for
+    `dynjax.rnn_spectrum`. Returns a JAX array `(n, k)`.
+    """
+    cells = stack.cells if isinstance(stack, Stack) else stack
 
     def one(cell):
         return rnn_spectrum(cell, inputs, k=k, warmup=warmup).mean
 
-    return eqx.filter_jit(eqx.filter_vmap(one))(stack.cells)
+    return eqx.filter_jit(eqx.filter_vmap(one))(cells)
 
 
 def population_spectra(
@@ -415,7 +445,11 @@ def population_spectra(
     Networks of different state sizes give spectra of different lengths; with
     `common_length=L` each spectrum is linearly interpolated on a normalized
     index `[0, 1]` to `L` values (`dynjax.aelle.interpolate_spectra`), as the
-    reference method does, so that one autoencoder reads them all.
+    reference method does, so that one autoencoder reads them all. (With a
+    partial `k`, each stack's first `k` exponents are stretched over the whole
+    index; compare stacks of equal `d` then, or use full spectra.) The streams
+    are drawn with `key` from the test set, with replacement (a short test set
+    is reused).
 
     **Returns:** a NumPy array `(n, L)`, nats per step, in the population's
     network order.
@@ -425,12 +459,26 @@ def population_spectra(
     """
     from ._analysis import interpolate_spectra
 
+    if isinstance(population, Stack):
+        population = Population((population,))
+    for name, value in (("n_sequences", n_sequences), ("length", length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be an int >= 1, got {value!r}.")
+    if common_length is not None and (
+        isinstance(common_length, bool)
+        or not isinstance(common_length, int)
+        or common_length < 1
+    ):
+        raise ValueError(f"`common_length` must be an int >= 1, got {common_length!r}.")
+    for s in population.stacks:
+        if k is not None and k > _d(s):
+            raise ValueError(
+                f"`k={k}` exceeds the state dimension d={_d(s)} of the {s.kind} "
+                f"stack (hidden size {s.hidden_size}); pass `k <= {_d(s)}` or `None`."
+            )
     inputs = _spectrum_inputs(task, key, n_sequences, warmup + length)
-    blocks = [
-        np.asarray(stack_spectra(s, inputs, k=None if k is None else min(k, _d(s)),
-                                 warmup=warmup))
-        for s in population.stacks
-    ]  # fmt: skip
+    blocks = [np.asarray(stack_spectra(s, inputs, k=k, warmup=warmup))
+              for s in population.stacks]  # fmt: skip
     lengths = sorted({b.shape[1] for b in blocks})
     if common_length is None:
         if len(lengths) > 1:
