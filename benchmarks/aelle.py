@@ -65,9 +65,10 @@ Agreement checks (printed; "DISAGREE" and exit status 1 beyond `--tol`):
   float32 a contraction by about 1e-6): such exponents are left out of the
   comparison and listed with the float64 loop's values there.
 
-Torch runs `--threads` threads (default: the number of cores), with
-`OMP_WAIT_POLICY=PASSIVE` unless set otherwise (on this shared 2-core machine
-libgomp's default spinning made torch's training loop 3x to 10x slower).
+Each torch loop is one row per thread count in `--threads` (default: the
+number of cores, and 1), with `OMP_WAIT_POLICY=PASSIVE` unless set otherwise (on
+this shared 2-core machine libgomp's default spinning made torch's training loop
+3x to 10x slower); the ratio is against the fastest torch row of the table.
 """
 
 import argparse
