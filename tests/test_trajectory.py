@@ -303,12 +303,20 @@ def test_dense_saving_under_a_persistent_cache_gives_the_same_values(tmp_path):
     ).xs[-1, 0]
     plain = dynjax.trajectory(lorenz, jnp.ones(3), t1=20.0, n_save=201)
     grad_plain = jax.grad(f)(28.0)
+    # JAX decides once per process whether the persistent cache is used
+    # (`is_cache_used`), so the cache is reset on entry and on exit: otherwise
+    # every later test in this worker would read and write this temporary
+    # directory (a cached CPU executable read back there crashed a worker).
+    from jax._src import compilation_cache
+
     previous = jax.config.jax_compilation_cache_dir
     try:
+        compilation_cache.reset_cache()
         jax.config.update("jax_compilation_cache_dir", str(tmp_path))
         dense = dynjax.trajectory(lorenz, jnp.ones(3), t1=20.0, n_save=201)
         grad_dense = jax.grad(f)(28.0)
     finally:
         jax.config.update("jax_compilation_cache_dir", previous)
+        compilation_cache.reset_cache()
     np.testing.assert_allclose(dense.xs, plain.xs, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(grad_dense, grad_plain, rtol=1e-12)
