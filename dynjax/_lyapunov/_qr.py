@@ -275,16 +275,18 @@ def small_matmul(A, B):
 # --------------------------------------------------------------------------
 # Tall blocks with many columns: CholeskyQR2.
 #
-# For a (256, 64) block the factorization is the cost of a Lyapunov step. On
-# the 2-core CPU of `benchmarks/README.md`, for 16 blocks under `vmap`: XLA's
-# QR (LAPACK geqrf + orgqr from SciPy's OpenBLAS, one custom call) 5.2 ms
-# (3.2 ms with OpenBLAS limited to one thread) and 20 to 300 ms when other
-# processes share the cores (OpenBLAS's threads wait by spinning, on top of
-# XLA's own threads, which already split the batch); the unrolled Gram-Schmidt
-# 31 ms. CholeskyQR2 is two Gram matrices, two k x k inverse Cholesky
-# factorizations and two products with the inverse factors: 3.0 ms, in XLA's
-# own kernels only (no LAPACK call, so no spinning threads: the same 3.0 ms
-# under load), compiled in 0.3 s.
+# For a (256, 64) block the factorization is most of a Lyapunov step. On the
+# 2-core CPU of `benchmarks/README.md`, for 16 blocks under `vmap`: XLA's QR
+# (LAPACK geqrf + orgqr from SciPy's OpenBLAS, one custom call) 5.2 ms (3.2 ms
+# with OpenBLAS limited to one thread), and 20 to 300 ms when other processes
+# share the cores (OpenBLAS's threads wait by spinning, on top of XLA's own
+# threads, which already split the batch); the unrolled Gram-Schmidt 31 ms.
+# CholeskyQR2 is two Gram matrices, two k x k inverse Cholesky factorizations
+# and two products with the inverse factors: 3.0 ms (3 to 8 ms under load), in
+# XLA's own kernels only, compiled in 0.3 s. (Calling LAPACK for the Cholesky
+# factors cost the same when the cores were idle and 6x more under load; and
+# two independent batched LAPACK calls running at once can deadlock XLA's
+# 2-thread pool, each waiting for the other's batch tasks.)
 
 
 def _inverse_cholesky(G):
@@ -404,9 +406,10 @@ def cholesky_qr2(
 
     Two passes of CholeskyQR (`W^T W = R_1^T R_1`, `Q_1 = W R_1^{-1}`; then the
     same for `Q_1`, and `R = R_2 R_1`): matrix products and two `k x k` inverse
-    Cholesky factorizations in XLA's own kernels, faster than LAPACK's
-    Householder QR on CPU for tall blocks with many columns under `vmap`, and
-    unaffected by other processes on the cores. It is backward stable and
+    Cholesky factorizations in XLA's own kernels: on CPU, for tall blocks with
+    many columns under `vmap`, faster than LAPACK's Householder QR with
+    OpenBLAS's default threads, and far less slowed down by other processes on
+    the cores (no spinning BLAS threads). It is backward stable and
     orthogonal to working precision when `cond(W)` is at most about
     `eps^{-1/2}` (Yamamoto et al. 2015): checked on the second pass's Gram
     matrix (`||Q_1^T Q_1 - I||_F <= 1/2`), which also catches a failed
