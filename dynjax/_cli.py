@@ -266,9 +266,10 @@ def _window(sol, start, stop):
 
 
 def _cmd_simulate(ns) -> int:
-    _setup(ns)
+    # (the arguments are checked before `_setup` switches global JAX options on)
     cls = _lookup(ns.name)
     params = _parse_params(cls, ns.param)
+    _setup(ns)
     system = _instance(cls, **params)
     if system is None:
         raise SystemExit(

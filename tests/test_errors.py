@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -114,7 +115,13 @@ def test_cli_unknown_system(capsys):
     ):
         main(["systems", "lorentz"])
     with pytest.raises(SystemExit, match=r"unknown system 'nosuchthing'"):
+        main(["simulate", "nosuchthing", "--no-cache"])
+    # A rejected command leaves JAX's options alone: a test worker that had the
+    # user's persistent cache switched on here read executables back from it
+    # for the rest of the session (and crashed on one).
+    with pytest.raises(SystemExit, match=r"unknown system 'nosuchthing'"):
         main(["simulate", "nosuchthing"])
+    assert jax.config.jax_compilation_cache_dir is None
 
 
 def test_cli_unknown_system_exit_code():
