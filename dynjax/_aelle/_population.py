@@ -414,11 +414,16 @@ def stack_spectra(
     `dynjax.rnn_spectrum`. Returns a JAX array `(n, k)`.
     """
     cells = stack.cells if isinstance(stack, Stack) else stack
+    return _stack_spectra(cells, inputs, k, warmup)
 
-    def one(cell):
-        return rnn_spectrum(cell, inputs, k=k, warmup=warmup).mean
 
-    return eqx.filter_jit(eqx.filter_vmap(one))(cells)
+@eqx.filter_jit
+def _stack_spectra(cells, inputs, k, warmup):
+    # (module level, so a second call with the same shapes reuses the program;
+    # a jitted closure built per call recompiled every time)
+    return eqx.filter_vmap(
+        lambda cell: rnn_spectrum(cell, inputs, k=k, warmup=warmup).mean
+    )(cells)
 
 
 def population_spectra(
