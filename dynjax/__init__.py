@@ -101,8 +101,15 @@ from ._training import (
     fit as fit,
     FitInterrupted as FitInterrupted,
     FitResult as FitResult,
+    GradientFlow as GradientFlow,
     load_model as load_model,
+    max_stable_learning_rate as max_stable_learning_rate,
+    minibatch_indices as minibatch_indices,
+    OptimizerMap as OptimizerMap,
     save_model as save_model,
+    Sharpness as Sharpness,
+    sharpness as sharpness,
+    StochasticOptimizerMap as StochasticOptimizerMap,
 )
 
 
