@@ -103,13 +103,18 @@ from ._training import (
     FitResult as FitResult,
     GradientFlow as GradientFlow,
     load_model as load_model,
+    LyapunovProbe as LyapunovProbe,
     max_stable_learning_rate as max_stable_learning_rate,
     minibatch_indices as minibatch_indices,
     OptimizerMap as OptimizerMap,
     save_model as save_model,
     Sharpness as Sharpness,
     sharpness as sharpness,
+    SharpnessProbe as SharpnessProbe,
     StochasticOptimizerMap as StochasticOptimizerMap,
+    train as train,
+    TrainingInterrupted as TrainingInterrupted,
+    TrainingTrajectory as TrainingTrajectory,
 )
 
 

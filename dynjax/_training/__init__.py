@@ -16,3 +16,10 @@ from ._maps import (
     OptimizerMap as OptimizerMap,
     StochasticOptimizerMap as StochasticOptimizerMap,
 )
+from ._train import (
+    LyapunovProbe as LyapunovProbe,
+    SharpnessProbe as SharpnessProbe,
+    train as train,
+    TrainingInterrupted as TrainingInterrupted,
+    TrainingTrajectory as TrainingTrajectory,
+)

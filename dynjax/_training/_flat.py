@@ -107,8 +107,28 @@ class FlatLoss(eqx.Module):
         return self.loss.obj(self.unravel(x), batch)
 
 
+# Losses already checked, by value (so that calling a verb again with the same
+# loss and shapes does not trace the loss again).
+_CHECKED: dict = {}
+
+
 def check_scalar_loss(flat: FlatLoss, data: PyTree) -> None:
     """Trace-time check that the loss returns a real scalar."""
+    leaves = jax.tree.leaves(data)
+    key = (
+        flat.loss,
+        _ByValue(flat.static),
+        flat.layout.treedef,
+        flat.layout.shapes,
+        flat.layout.dtypes,
+        jax.tree.structure(data),
+        tuple((tuple(jnp.shape(x)), jnp.result_type(x).name) for x in leaves),
+    )
+    try:
+        if key in _CHECKED:
+            return
+    except TypeError:  # (an unhashable part: check every time)
+        key = None
     x = jax.ShapeDtypeStruct((flat.size,), flat.layout.dtype)
     try:
         out = jax.eval_shape(flat, x, data)
@@ -127,3 +147,7 @@ def check_scalar_loss(flat: FlatLoss, data: PyTree) -> None:
             "`loss(params, batch)` must return a real scalar (shape ()), got "
             f"{shape}. Reduce it, e.g. `jnp.mean(...)` over the batch."
         )
+    if key is not None:
+        if len(_CHECKED) > 256:
+            _CHECKED.clear()
+        _CHECKED[key] = True
