@@ -36,8 +36,8 @@ def _dense_top_eigenvalue(loss, params, data):
     return np.linalg.eigvalsh(np.asarray(H))[-1]
 
 
-@pytest.mark.parametrize("eta, n_steps", [(0.5, 1500), (0.25, 3000)])
-def test_edge_of_stability(eta, n_steps):
+@pytest.mark.parametrize("eta, n_steps, iterations", [(0.5, 1500, 3), (0.25, 3000, 1)])
+def test_edge_of_stability(eta, n_steps, iterations):
     """Cohen et al. (ICLR 2021), Section 3: under full-batch gradient descent on
     an MSE loss the sharpness rises (progressive sharpening) until it reaches
     2 / eta, then hovers there while the loss keeps decreasing, non-monotonically.
@@ -52,7 +52,7 @@ def test_edge_of_stability(eta, n_steps):
         n_steps,
         data=data,
         key=jax.random.key(0),
-        probes=(dynjax.SharpnessProbe(every=10, iterations=3),),
+        probes=(dynjax.SharpnessProbe(every=10, iterations=iterations),),
         learning_rate=eta,
         record_every=500,
         progress=False,
@@ -60,8 +60,10 @@ def test_edge_of_stability(eta, n_steps):
     S = np.asarray(out.sharpness)
     L = np.asarray(out.losses)
     assert out.result == dynjax.RESULTS.successful and out.n_steps == n_steps
-    # Progressive sharpening: it starts well below the threshold.
-    assert S[0] < 0.5 * threshold
+    # Progressive sharpening: it starts well below the threshold (converged
+    # Lanczos at the initial parameters, checked against the dense Hessian in
+    # test_training_maps.py; the first probes are still warming up).
+    assert dynjax.sharpness(_mse, _mlp(), data).value < 0.5 * threshold
     i = int(np.argmax(S > 0.9 * threshold))
     assert S[i] > 0.9 * threshold
     t_eos = int(out.sharpness_steps[i])
@@ -157,12 +159,13 @@ def test_compiles_once_and_resumes():
     once; new data of the same shapes, more steps and a resumed run do not
     retrace; resuming equals one uninterrupted run."""
     # The compiled chunk's cache (`eqx.filter_jit` over `jax.jit`) gains one
-    # entry for this problem and none after; inside it the loss is traced twice
-    # (its gradient, and the sharpness probe's Hessian-vector products).
+    # entry for this problem and none after; inside it the loss is traced three
+    # times (its gradient; the sharpness probe's first Hessian-vector product
+    # and those of its Lanczos loop).
     from dynjax._training._train import _chunk
 
-    # One structural check (`jax.eval_shape`) and two traces in the chunk.
-    loss = eqx.debug.assert_max_traces(_mse, max_traces=3)
+    # One structural check (`jax.eval_shape`) and three traces in the chunk.
+    loss = eqx.debug.assert_max_traces(_mse, max_traces=4)
     schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-2, 10, 100)
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
     model = _mlp(width=16, depth=1)

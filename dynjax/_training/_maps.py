@@ -201,9 +201,16 @@ class OptimizerMap(AbstractMap):
             return self.flat_loss.loss.obj(eqx.combine(fl, static), batch)
 
         value, grads = jax.value_and_grad(f)(floats)
+        new, new_state, updates = self.apply(params, opt_state, grads)
+        return new, new_state, value, grads, updates
+
+    def apply(self, params, opt_state, grads):
+        """The optimizer update for a given gradient (a pytree of the float
+        leaves): `(new params, new state, update)`."""
+        floats, static = eqx.partition(params, eqx.is_inexact_array)
         updates, new_state = self.optimizer.obj.update(grads, opt_state, floats)
         new = eqx.combine(optax.apply_updates(floats, updates), static)
-        return new, new_state, value, grads, updates
+        return new, new_state, updates
 
     def step(self, n: IntScalarLike, x, args: Args = None):
         _no_args("OptimizerMap", args)

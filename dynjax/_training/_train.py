@@ -25,16 +25,22 @@ class SharpnessProbe(eqx.Module):
 
     Every `every` steps, `iterations` Lanczos steps on Hessian-vector products of
     the loss on `batch_size` random samples (all of `data` if `None`), warm-started
-    from the previous probe's vector advanced by one power step (so the estimate
-    keeps improving across probes while the Hessian drifts slowly). Each probe
-    costs `iterations` Hessian-vector products (about 2 gradients each). With
-    `iterations=1` this is power iteration spread over training; use 5-20 where
-    the Hessian changes fast or accuracy matters (`dynjax.sharpness` gives a
-    converged value at one point).
+    from the previous probe's vector advanced by one power step, so the estimate
+    keeps improving across probes while the Hessian drifts slowly. Each probe
+    costs `iterations` Hessian-vector products (about two gradients each); in
+    full-batch training probed on the full batch the first one shares the
+    step's gradient computation (`jax.jvp` of `jax.value_and_grad`) and costs
+    about one gradient. The default, `iterations=1`, is power iteration spread
+    over training: cheap (the overhead is measured in `benchmarks/training.py`)
+    and accurate once warmed up, but it tracks the eigenvalue of largest
+    magnitude and its first values are those of a random start. Use 2-20 where
+    the Hessian changes fast, where a negative curvature could dominate
+    (Lanczos finds the largest algebraic eigenvalue), or where each value must
+    be accurate on its own (`dynjax.sharpness` converges at one point).
     """
 
     every: int = eqx.field(static=True, default=10)
-    iterations: int = eqx.field(static=True, default=3)
+    iterations: int = eqx.field(static=True, default=1)
     batch_size: int | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
@@ -155,13 +161,19 @@ def _chunk(om, x, prev, key, v_sharp, v_lyap, start, n_active, batch_size,
     dtype = x.dtype
     nan = jnp.array(jnp.nan, dtype)
 
-    def sharpness_probe(x, key, v):
+    # Full-batch training probed on the full batch: the first Hessian-vector
+    # product of a probe comes with the step's gradient (one forward-over-reverse
+    # pass, `jax.jvp` of `jax.value_and_grad`), at about the cost of one gradient.
+    shared = sharp is not None and sharp.batch_size is None and batch_size is None
+
+    def sharpness_probe(x, key, v, hv):
         batch = _take(key, data, sharp.batch_size)
 
         def matvec(w):
             return hessian_vector_product(lambda y: om.flat_loss(y, batch), x[:p], w)
 
-        theta, _, v_next = lanczos_top(matvec, v, sharp.iterations)
+        hv0 = hv if shared else None
+        theta, _, v_next = lanczos_top(matvec, v, sharp.iterations, hv0)
         return theta, v_next
 
     def lyapunov_probe(x, n, key, v):
@@ -185,7 +197,24 @@ def _chunk(om, x, prev, key, v_sharp, v_lyap, start, n_active, batch_size,
         def run(_):
             params, opt_state = om.unravel(x, n)
             batch = _take(k_batch, data, batch_size)
-            new, new_state, value, grads, updates = om.update(params, opt_state, batch)
+            value_and_grad = jax.value_and_grad(lambda y: om.flat_loss(y, batch))
+            if shared:
+
+                def with_hvp(_):
+                    (value, g), (_, hv) = jax.jvp(value_and_grad, (x[:p],), (v_sharp,))
+                    return value, g, hv
+
+                def plain(_):
+                    value, g = value_and_grad(x[:p])
+                    return value, g, jnp.zeros_like(g)
+
+                probe_now = n % sharp.every == 0
+                value, g, hv = jax.lax.cond(probe_now, with_hvp, plain, None)
+            else:
+                value, g = value_and_grad(x[:p])
+                hv = jnp.zeros((p,), dtype)
+            grads = om.flat_loss.layout.unravel(g)
+            new, new_state, updates = om.apply(params, opt_state, grads)
             x_new = jnp.concatenate(
                 [
                     om.flat_loss.ravel(new).astype(dtype),
@@ -208,12 +237,12 @@ def _chunk(om, x, prev, key, v_sharp, v_lyap, start, n_active, batch_size,
                 _global_norm(grads).astype(dtype),
                 _global_norm(updates).astype(dtype),
             )
-            return (x_, prev_, key_next, stop_), out
+            return (x_, prev_, key_next, stop_), out, hv
 
         def skip(_):
-            return (x, prev, key, stop), (nan, nan, nan)
+            return (x, prev, key, stop), (nan, nan, nan), jnp.zeros((p,), dtype)
 
-        (x_new, prev_new, key_new, stop_new), (value, gnorm, unorm) = jax.lax.cond(
+        (x_new, prev_new, key_new, stop_new), (value, gnorm, unorm), hv = jax.lax.cond(
             active, run, skip, None
         )
         # Probes and records at the iterate the step's loss was evaluated at.
@@ -226,7 +255,7 @@ def _chunk(om, x, prev, key, v_sharp, v_lyap, start, n_active, batch_size,
         if sharp is not None:
             s_value, v_sharp_new = jax.lax.cond(
                 active & (n % sharp.every == 0),
-                lambda _: sharpness_probe(x, k_sharp, v_sharp),
+                lambda _: sharpness_probe(x, k_sharp, v_sharp, hv),
                 lambda _: (nan, v_sharp),
                 None,
             )
@@ -437,6 +466,7 @@ def train(
         if projection is not None:
             P = jax.random.normal(k_proj, (projection, p), dtype) / math.sqrt(p)
         v_sharp = jax.random.normal(k_s, (p,), dtype)
+        v_sharp = v_sharp / jnp.linalg.norm(v_sharp)
         v_lyap = jax.random.normal(k_l, (x.shape[0],), dtype)
         v_lyap = v_lyap / jnp.linalg.norm(v_lyap)
     prev = x
