@@ -882,3 +882,112 @@ def roc_curves(results, *, ax=None):
     ax.set_ylabel("true positive rate")
     _legend_outside(ax)
     return ax
+
+
+def training_dynamics(trajectory, *, axes=None, learning_rate=None, projection=None):
+    """Training seen as a dynamical system: loss, sharpness against `2 / eta`, and
+    the parameter path in two dimensions.
+
+    Three panels: (1) the loss against the step (log scale); (2) the sharpness
+    probes against the step with the edge-of-stability line `2 / eta` (Cohen et
+    al., 2021: full-batch gradient descent is linearly stable while the
+    sharpness is below it); (3) the recorded parameters projected on their first
+    two principal components (or on the trajectory's random projection, or on
+    `projection`), coloured by step.
+
+    **Arguments:**
+
+    - `trajectory`: a `dynjax.TrainingTrajectory` (`dynjax.train`).
+    - `axes`: three matplotlib Axes; a new 13 x 3.6 inch figure is made if `None`.
+    - `learning_rate`: the learning rate for the `2 / eta` line (a number, or a
+        schedule `step -> eta`); default: none drawn unless the trajectory has a
+        `stability_ratio` (then `2 / eta = 2 sharpness / (eta sharpness)`).
+    - `projection`: a `(2, r)` matrix applied to the recorded rows instead of
+        principal components.
+
+    **Returns:**
+
+    The three Axes. On the sharpness panel the probes are the first line and
+    `2 / eta`, when known, the second (dashed).
+
+    **Raises:**
+
+    `ValueError` if `axes` is not three Axes, or `projection` is not `(2, r)`.
+    """
+    from matplotlib.collections import LineCollection
+
+    new = axes is None
+    if new:
+        import matplotlib.pyplot as plt
+
+        _, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes = list(np.ravel(axes))
+    if len(axes) != 3:
+        raise ValueError(f"`axes` must be three Axes, got {len(axes)}.")
+    ax_loss, ax_sharp, ax_path = axes
+
+    losses = np.asarray(trajectory.losses)
+    steps = np.arange(losses.shape[0])
+    ax_loss.plot(steps, losses, lw=0.8)
+    if np.all(losses[np.isfinite(losses)] > 0):
+        ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss")
+
+    s_steps = np.asarray(trajectory.sharpness_steps)
+    sharp = np.asarray(trajectory.sharpness)
+    ax_sharp.plot(s_steps, sharp, lw=1.0, label="sharpness")
+    threshold = None
+    if learning_rate is not None:
+        if callable(learning_rate):
+            etas = np.asarray(jax.vmap(learning_rate)(np.asarray(s_steps)))
+        else:
+            etas = np.full(s_steps.shape, float(learning_rate))
+        threshold = 2 / etas
+    elif trajectory.stability_ratio is not None and sharp.size:
+        ratio = np.asarray(trajectory.stability_ratio)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            threshold = np.where(ratio != 0, sharp / ratio, np.nan)
+    if threshold is not None and s_steps.size:
+        ax_sharp.plot(s_steps, threshold, ls="--", color="k", lw=1.0, label="2 / eta")
+    ax_sharp.set_xlabel("step")
+    ax_sharp.set_ylabel("top Hessian eigenvalue")
+    if s_steps.size:
+        ax_sharp.legend(frameon=False)
+
+    thetas = np.asarray(trajectory.thetas)
+    r_steps = np.asarray(trajectory.record_steps)
+    if projection is not None:
+        projection = np.asarray(projection)
+        if projection.ndim != 2 or projection.shape != (2, thetas.shape[1]):
+            raise ValueError(
+                f"`projection` must have shape (2, {thetas.shape[1]}), got "
+                f"{projection.shape}."
+            )
+        xy = thetas @ projection.T
+        labels = ("direction 1", "direction 2")
+    elif thetas.shape[0] >= 2:
+        centred = thetas - thetas.mean(0)
+        _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+        xy = centred @ vt[:2].T
+        if xy.shape[1] < 2:
+            xy = np.column_stack([xy, np.zeros(len(xy))])
+        var = sv**2 / max(np.sum(sv**2), np.finfo(float).tiny)
+        labels = tuple(
+            f"PC{i + 1} ({100 * v:.0f}% var.)" for i, v in enumerate(var[:2])
+        ) + (("PC2",) if var.size < 2 else ())
+    else:
+        xy = np.zeros((thetas.shape[0], 2))
+        labels = ("PC1", "PC2")
+    if xy.shape[0] >= 2:
+        segments = np.stack([xy[:-1], xy[1:]], axis=1)
+        lines = LineCollection(segments, array=r_steps[1:], cmap="viridis", lw=1.2)
+        ax_path.add_collection(lines)
+        ax_path.autoscale()
+        ax_path.figure.colorbar(lines, ax=ax_path, label="step")
+    ax_path.scatter(xy[:1, 0], xy[:1, 1], color="k", s=12, zorder=3)
+    ax_path.set_xlabel(labels[0])
+    ax_path.set_ylabel(labels[1])
+    if new:
+        ax_path.figure.tight_layout()
+    return axes

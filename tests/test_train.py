@@ -272,3 +272,41 @@ def test_bad_input():
         dynjax.train(_mse, model, opt, 3, data=data, record_every=0)
     with pytest.raises(ValueError, match="no floating-point"):
         dynjax.train(_mse, {"n": 3}, opt, 3, data=data)
+
+
+def test_plot_training_dynamics():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = _regression(n=30)
+    eta = 0.3
+    out = dynjax.train(
+        _mse,
+        _mlp(width=8, depth=1),
+        optax.sgd(eta),
+        40,
+        data=data,
+        key=jax.random.key(0),
+        probes=(dynjax.SharpnessProbe(every=5),),
+        learning_rate=eta,
+        record_every=5,
+        progress=False,
+    )
+    axes = dynjax.plot.training_dynamics(out)
+    np.testing.assert_allclose(axes[0].lines[0].get_ydata(), out.losses)
+    np.testing.assert_allclose(axes[1].lines[0].get_ydata(), out.sharpness)
+    # The dashed line is 2 / eta, recovered from the stability ratio.
+    np.testing.assert_allclose(axes[1].lines[1].get_ydata(), 2 / eta, rtol=1e-12)
+    # The path panel: the recorded parameters on their top two principal
+    # components, whose pairwise distances those of the centred records
+    # projected by NumPy's SVD reproduce.
+    segments = axes[2].collections[0].get_segments()
+    xy = np.concatenate([segments[0][:1]] + [s[1:] for s in segments])
+    centred = np.asarray(out.thetas) - np.asarray(out.thetas).mean(0)
+    ref = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
+    np.testing.assert_allclose(np.abs(xy), np.abs(ref), rtol=1e-8, atol=1e-10)
+    with pytest.raises(ValueError, match=r"shape \(2, "):
+        dynjax.plot.training_dynamics(out, projection=np.ones((3, 2)))
+    plt.close("all")
