@@ -1,6 +1,7 @@
 """Training in continuous time: the gradient flow against gradient descent, and the
 stochastic modified equation of SGD (an Itô SDE) through diffrax."""
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import diffrax as dfx
@@ -136,7 +137,7 @@ def _flow_solve(flow, theta0, ts, solver, rtol, atol, max_steps, throw):
 
 
 def gradient_flow_trajectory(
-    loss,
+    loss: Callable[[PyTree, PyTree], Float[Array, ""]],
     params: PyTree,
     data: PyTree | None = None,
     *,
@@ -214,7 +215,7 @@ def gradient_flow_trajectory(
     **References:** Q. Li, C. Tai and W. E, *Stochastic modified equations and
     dynamics of stochastic gradient algorithms I: mathematical foundations*, JMLR
     20 (2019), Section 2; E. Hairer and G. Wanner, *Solving Ordinary Differential
-    Equations II: Stiff and Differential-Algebraic Problems* (1996), Section IV.2
+    Equations II: Stiff and Differential-Algebraic Problems* (1996), Chapter IV
     (stiffness); A. Kværnø, *Singly diagonally implicit Runge-Kutta methods with
     an explicit first stage*, BIT 44 (2004).
     """
@@ -270,7 +271,7 @@ def _modified_loss(loss, learning_rate):
 
 
 def gd_flow_distance(
-    loss,
+    loss: Callable[[PyTree, PyTree], Float[Array, ""]],
     params: PyTree,
     learning_rate: RealScalarLike,
     n_steps: int,
@@ -516,7 +517,7 @@ def _solve_sme(sme: _SME, theta0, grid, ts, key, solver, brownian, noise_dim):
 
 
 def sgd_sde(
-    loss,
+    loss: Callable[[PyTree, PyTree], Float[Array, ""]],
     params: PyTree,
     learning_rate: RealScalarLike,
     *,
@@ -541,7 +542,7 @@ def sgd_sde(
     \big],$$
 
     the first-order weak approximation of SGD with learning rate `eta` and
-    minibatch size `B` (Li, Tai & E 2019, Theorem 3 and eq. (8)): over a fixed time
+    minibatch size `B` (Li, Tai & E 2017, 2019): over a fixed time
     horizon, expectations of smooth functions of the SDE at `t = k eta` match
     those of the `k`-th SGD iterate up to `O(eta)`. **Time `t` corresponds to
     `t / eta` SGD steps.** Here `J(theta) = loss(params, data)` is the full-data
@@ -605,16 +606,19 @@ def sgd_sde(
     - `replace`: whether SGD draws each minibatch with replacement (`c = 1`).
     - `solver`: a diffrax SDE solver; default `diffrax.Euler()` (Euler-Maruyama,
         Itô, strong order 0.5 for general noise). The SDE is Itô: a Stratonovich
-        solver (`Heun`, `SPaRK`, `GeneralShARK`, ...) converges to a solution
-        whose drift differs by `(eta / 2) sum_k (D sigma_k) sigma_k`, zero when
-        `Sigma` does not depend on `theta` (e.g. least squares with noise only in
-        the targets), where the additive-noise solvers `ShARK` and `SRA1` (strong
-        order 1.5) also apply.
+        solver (`Heun`, `SPaRK`, `GeneralShARK`, ...) converges to the solution
+        of an SDE whose drift differs by `(eta / 2) sum_k (D s_k) s_k`, with
+        `s_k` the columns of the noise factor (an `O(eta)` term, as large as the
+        SME's own error); it vanishes when the noise does not depend on `theta`
+        (per-sample losses that differ by terms linear in `theta`,
+        `l_i = J - z_i^T theta`), where the additive-noise solvers `ShARK` and
+        `SRA1` (strong order 1.5) also apply.
     - `brownian`: `"tree"` (default): a `diffrax.VirtualBrownianTree`, one path per
         key whatever `dt0` (convergence studies), reverse-mode differentiable;
         `"increments"`: independent Gaussian increments per step
-        (`diffrax.UnsafeBrownianPath`), exact on this fixed grid and several times
-        faster, forward-mode differentiable only.
+        (`diffrax.UnsafeBrownianPath`), exact on this fixed grid and faster (25x
+        for 2 parameters and 16 samples, where the tree's descent dominates;
+        less where the gradients do), forward-mode differentiable only.
     - `throw`: raise if the path becomes non-finite; otherwise report it in
         `result`.
 
@@ -635,9 +639,11 @@ def sgd_sde(
     **References:** Q. Li, C. Tai and W. E, *Stochastic modified equations and
     adaptive stochastic gradient algorithms*, ICML (2017); Q. Li, C. Tai and W. E,
     *Stochastic modified equations and dynamics of stochastic gradient algorithms
-    I: mathematical foundations*, JMLR 20 (2019), Section 4 (SME-1, eq. (8));
-    P. Kloeden and E. Platen, *Numerical Solution of Stochastic Differential
-    Equations* (1992), Section 14.1 (Euler-Maruyama, weak order 1).
+    I: mathematical foundations*, JMLR 20 (2019) (the order-1 SME of SGD);
+    W. Cochran, *Sampling Techniques*, 3rd ed. (1977), Chapter 2 (the
+    finite-population factor); P. Kloeden and E. Platen, *Numerical Solution of
+    Stochastic Differential Equations* (1992), Section 14.1 (Euler-Maruyama, weak
+    order 1).
     """
     sme, theta0 = _build_sme(
         loss, params, learning_rate, data, batch_size, covariance, replace

@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from .._system._checks import warn_if_float32
 from ._flat import check_scalar_loss, FlatLoss
 
 
@@ -122,7 +121,8 @@ def sharpness(
     `p x p` Hessian, and cost about `2 * iterations` gradient evaluations.
     Lanczos converges to the largest *algebraic* eigenvalue, so a negative
     curvature larger in magnitude (a saddle) does not hide the top one, as it
-    would in power iteration.
+    would in power iteration. The basis is fully reorthogonalized, so float32
+    gives the eigenvalue to about `1e-5` relative (no precision warning).
 
     Full-batch gradient descent with learning rate `eta` is linearly stable at a
     minimum iff `eta * sharpness < 2`; on neural networks it runs at the *edge
@@ -157,7 +157,6 @@ def sharpness(
     flat = FlatLoss.from_params(loss, params)
     check_scalar_loss(flat, data)
     x = flat.ravel(params)
-    warn_if_float32("sharpness", x.dtype)
     key = jax.random.key(0) if key is None else key
     m = min(iterations, x.shape[0])
     v0 = _start_vector(key, x.shape[0], x.dtype)

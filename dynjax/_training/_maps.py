@@ -140,6 +140,10 @@ class OptimizerMap(AbstractMap):
     `ValueError` if `params` has no float arrays, `loss` is not scalar, or the
     optimizer keeps integer state other than step counters (`optax.MultiSteps`).
 
+    Note that optax evaluates schedules in float32 even with float64 enabled
+    (an int32 counter divided by an int), so with a schedule two runs of the
+    same map agree to float32 rounding of the learning rate, not to float64.
+
     **Reference:** the linearization of gradient methods at a minimum: B. Polyak,
     *Some methods of speeding up the convergence of iteration methods*, USSR
     Comp. Math. Math. Phys. 4 (1964).
