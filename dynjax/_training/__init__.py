@@ -1,3 +1,10 @@
+from ._continuous import (
+    gd_flow_distance as gd_flow_distance,
+    gradient_flow_trajectory as gradient_flow_trajectory,
+    GradientFlowTrajectory as GradientFlowTrajectory,
+    sgd_sde as sgd_sde,
+    SGDSDEPath as SGDSDEPath,
+)
 from ._curvature import (
     max_stable_learning_rate as max_stable_learning_rate,
     Sharpness as Sharpness,
