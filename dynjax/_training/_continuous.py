@@ -13,7 +13,6 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from .._custom_types import RealScalarLike
-from .._diffusion._sample import _levy_area
 from .._evolve import trajectory
 from .._misc import is_concrete
 from .._results import raise_if_failed, RESULTS
@@ -475,6 +474,9 @@ def _solve_sme(sme: _SME, theta0, grid, ts, key, solver, brownian, noise_dim):
     dtype = theta0.dtype
     t0, t1 = grid[0], grid[-1]
     shape = jax.ShapeDtypeStruct((noise_dim,), dtype)
+    # (Imported here: `_diffusion` imports `_training` for `fit`.)
+    from .._diffusion._sample import _levy_area
+
     levy_area = _levy_area(solver)
     if brownian == "tree":
         tol = jnp.min(jnp.diff(grid)) / 2
