@@ -140,6 +140,12 @@ class OptimizerMap(AbstractMap):
     `ValueError` if `params` has no float arrays, `loss` is not scalar, or the
     optimizer keeps integer state other than step counters (`optax.MultiSteps`).
 
+    Adam-type optimizers divide by `sqrt(nu)`, which has no derivative where a
+    second moment `nu` is exactly 0 (a parameter whose gradient has always been
+    0, e.g. a weight on a constant-zero input): Jacobians and Lyapunov exponents
+    of the map are then infinite there. Pass `eps_root > 0`
+    (`optax.adam(lr, eps_root=1e-12)`) to make the map differentiable.
+
     Note that optax evaluates schedules in float32 even with float64 enabled
     (an int32 counter divided by an int), so with a schedule two runs of the
     same map agree to float32 rounding of the learning rate, not to float64.
