@@ -308,7 +308,7 @@ def train(
     batch_size: int | None = None,
     key: PRNGKeyArray | None = None,
     probes: tuple = (),
-    record_every: int = 1,
+    record_every: int = 10,
     projection: int | None = None,
     learning_rate: float | Callable | None = None,
     chunk_size: int = 100,
@@ -356,10 +356,13 @@ def train(
     - `n_steps`: the number of steps (more steps on top of `resume`).
     - `data`: a pytree of arrays with a leading sample axis `N`, or `None`.
     - `batch_size`: the minibatch size (`<= N`), or `None` for full batches.
-    - `key`: a `jax.random.key` (required with minibatches or probes, unless
-        `resume` is given; default `jax.random.key(0)` otherwise).
+    - `key`: a `jax.random.key`, for minibatches and the probes' random starts
+        (required with minibatches unless `resume` is given; default
+        `jax.random.key(0)` otherwise).
     - `probes`: a tuple of `dynjax.SharpnessProbe` and/or `dynjax.LyapunovProbe`.
-    - `record_every`: record the parameters every this many steps.
+    - `record_every`: record the parameters every this many steps (default 10;
+        `n_steps / record_every * p` floats are kept: use `projection` for
+        large models).
     - `projection`: record `P theta` (`P` of shape `(projection, p)`) instead of
         `theta`.
     - `learning_rate`: the learning rate (a number or a schedule `step -> eta`)
@@ -426,8 +429,11 @@ def train(
     else:
         opt_state = None
         if key is None:
-            if batch_size is not None or probes:
-                raise ValueError("Pass `key=jax.random.key(...)` (or `resume=`).")
+            if batch_size is not None or (sharp is not None and sharp.batch_size):
+                raise ValueError(
+                    "Minibatches are drawn with a key: pass `key=jax.random.key(...)` "
+                    "(or `resume=`)."
+                )
             key = jax.random.key(0)
     om = OptimizerMap(loss, optimizer, params, opt_state, data)
     if opt_state is None:
