@@ -3,6 +3,13 @@
 import importlib.metadata
 
 from . import aelle as aelle, plot as plot, rnn as rnn, systems as systems
+from ._continuation import (
+    BifurcationKind as BifurcationKind,
+    Bifurcations as Bifurcations,
+    Branch as Branch,
+    continuation as continuation,
+    first_lyapunov_coefficient as first_lyapunov_coefficient,
+)
 from ._diffusion import (
     AbstractSDE as AbstractSDE,
     DiffusionLikelihood as DiffusionLikelihood,

@@ -100,6 +100,13 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportRedeclaration]
         "large weight variance, e.g. ReLU with sigma_w^2 > 2). Lower `sigma_w2`, use "
         "a bounded activation, or start from another `q0`."
     )
+    continuation_step_collapsed = (
+        "The continuation step fell below `ds_min` before the branch reached "
+        "`p_min`/`p_max` or `n_points`: the corrector failed at every smaller step "
+        "(a singular point the tangent cannot pass, e.g. a cusp of the branch, or the "
+        "branch ends). The points found so far are returned with `throw=False`; "
+        "lower `ds_min`, raise `max_newton`, or start past that point."
+    )
 
 
 def is_traced(tree) -> bool:

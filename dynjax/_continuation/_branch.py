@@ -1,0 +1,650 @@
+"""`dynjax.continuation`: branches of equilibria (flows) and fixed or period-p points
+(maps) in one parameter, with their codimension-one bifurcations."""
+
+from collections.abc import Callable
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+import optimistix as optx
+from jaxtyping import Array, Bool, Complex, Float, Int
+
+from .._custom_types import Args, StateLike
+from .._results import raise_if_failed, RESULTS
+from .._system._base import AbstractFlow, AbstractMap, AbstractSystem
+from .._system._checks import conform
+from ._arclength import (
+    arclength,
+    ArclengthOptions,
+    augmented_jacobian,
+    correct,
+    initial_tangent,
+    sign_changes,
+    tangent,
+)
+
+
+class BifurcationKind(eqx.Enumeration):
+    """The codimension-one bifurcations detected along a branch."""
+
+    none = "none"
+    fold = "fold (saddle-node)"
+    branch_point = "branch point (transcritical / pitchfork)"
+    hopf = "Hopf"
+    flip = "flip (period doubling)"
+    neimark_sacker = "Neimark-Sacker"
+
+
+_KINDS = (
+    BifurcationKind.fold,
+    BifurcationKind.branch_point,
+    BifurcationKind.hopf,
+    BifurcationKind.flip,
+    BifurcationKind.neimark_sacker,
+)
+_NAMES = ("fold", "branch_point", "hopf", "flip", "neimark_sacker")
+
+
+class Bifurcations(eqx.Module):
+    """The bifurcation points located on a `dynjax.Branch` (`K` slots, the first
+    `n` used, in order along the branch).
+
+    **Attributes:**
+
+    - `kind`: shape `(K,)`, an index into `("fold", "branch_point", "hopf",
+        "flip", "neimark_sacker")`, `-1` in unused slots; `names` gives strings.
+    - `parameter`: shape `(K,)`, the parameter value.
+    - `state`: shape `(K, d)`, the equilibrium or fixed point there.
+    - `frequency`: shape `(K,)`: Hopf, the angular frequency `omega` of the
+        crossing pair `+-i omega`; Neimark-Sacker, the angle `theta` of the
+        multipliers `exp(+-i theta)`; `NaN` otherwise.
+    - `lyapunov_coefficient`: shape `(K,)`, the first Lyapunov coefficient `l1`
+        of a Hopf point (negative: supercritical, a stable cycle is born;
+        positive: subcritical), Kuznetsov's normalization `l1 = Re c1 / omega`;
+        `NaN` otherwise.
+    - `index`: shape `(K,)`, the point lies between branch points `index` and
+        `index + 1`.
+    - `converged`: shape `(K,)`, whether the defining system was solved.
+    - `n`: the number of points found.
+    """
+
+    kind: Int[Array, " K"]
+    parameter: Float[Array, " K"]
+    state: Float[Array, "K d"]
+    frequency: Float[Array, " K"]
+    lyapunov_coefficient: Float[Array, " K"]
+    index: Int[Array, " K"]
+    converged: Bool[Array, " K"]
+    n: Int[Array, ""]
+
+    @property
+    def names(self) -> list[str]:
+        """The kinds of the `n` points found, as strings."""
+        return [_NAMES[int(k)] for k in np.asarray(self.kind)[: int(self.n)]]
+
+
+class Branch(eqx.Module):
+    """A branch of equilibria or fixed points returned by `dynjax.continuation`.
+
+    **Attributes:**
+
+    - `parameter`: shape `(N,)`, the parameter along the branch, `NaN` beyond
+        `n_points`.
+    - `states`: shape `(N, d)`.
+    - `eigenvalues`: shape `(N, d)`, complex: of the Jacobian (flows) or the
+        multipliers of the period-`p` map (maps), sorted by decreasing real part
+        (flows) or modulus (maps).
+    - `stable`: shape `(N,)`: all `Re lambda < 0` (flows) or `|mu| < 1` (maps).
+    - `n_unstable`: shape `(N,)`, the number of unstable eigenvalues.
+    - `n_points`: the number of points on the branch.
+    - `bifurcations`: a `dynjax.Bifurcations`.
+    - `result`: `RESULTS.successful`, or why the branch ended early.
+    """
+
+    parameter: Float[Array, " N"]
+    states: Float[Array, "N d"]
+    tangents: Float[Array, "N d+1"]
+    eigenvalues: Complex[Array, "N d"]
+    stable: Bool[Array, " N"]
+    n_unstable: Int[Array, " N"]
+    n_points: Int[Array, ""]
+    bifurcations: Bifurcations
+    result: RESULTS
+
+
+# --- the problem F(x, p) = 0 ------------------------------------------------------
+
+
+def _where(parameter) -> Callable:
+    if isinstance(parameter, str):
+        return lambda s: getattr(s, parameter)
+    if callable(parameter):
+        return parameter
+    raise ValueError(
+        "`parameter` must be the name of a field of the system (e.g. 'rho') or a "
+        f"function selecting it (`lambda s: s.rho`), got {parameter!r}."
+    )
+
+
+class _Problem(eqx.Module):
+    system: AbstractSystem
+    where: Callable = eqx.field(static=True)
+    period: int = eqx.field(static=True)
+    args: Args
+
+    @property
+    def is_map(self) -> bool:
+        return isinstance(self.system, AbstractMap)
+
+    def at(self, p):
+        return eqx.tree_at(self.where, self.system, p)
+
+    def evolve(self, x, p):
+        """The vector field (flows) or the `period`-fold map (maps)."""
+        s = self.at(p)
+        if not self.is_map:
+            return s.vector_field(0.0, x, self.args)
+
+        def body(y, n):
+            return s.step(n, y, self.args), None
+
+        return jax.lax.scan(body, x, jnp.arange(self.period))[0]
+
+    def residual(self, z, system=None):
+        prob = self if system is None else eqx.tree_at(lambda q: q.system, self, system)
+        x, p = z[:-1], z[-1]
+        out = prob.evolve(x, p)
+        return out - x if prob.is_map else out
+
+    def jacobian(self, x, p):
+        """`Df` (flows) or `D(G^period)` (maps) at `(x, p)`."""
+        return jax.jacfwd(lambda y: self.evolve(y, p))(x)
+
+
+def _F(z, problem):
+    return problem.residual(z)
+
+
+def _sort(lam, is_map):
+    key = jnp.abs(lam) if is_map else jnp.real(lam)
+    return lam[jnp.argsort(-key)]
+
+
+def _pair_product(lam, is_map):
+    """`prod_{i<j} (l_i + l_j)` (flows) or `prod_{i<j} (l_i l_j - 1)` (maps): real,
+    zero iff a pair sums to 0 (Hopf or neutral saddle) / multiplies to 1."""
+    n = lam.shape[0]
+    i, j = jnp.triu_indices(n, 1)
+    terms = lam[i] * lam[j] - 1 if is_map else lam[i] + lam[j]
+    # (Scaled to avoid overflow: only the sign is used.)
+    terms = terms / jnp.maximum(jnp.abs(terms), 1e-300) ** 0.5 if n > 4 else terms
+    return jnp.real(jnp.prod(terms))
+
+
+def _test_functions(problem, z, t):
+    """The five test functions at a point with tangent `t`: fold, branch point,
+    Hopf, flip, Neimark-Sacker (NaN where not applicable)."""
+    x, p = z[:-1], z[-1]
+    J = problem.jacobian(x, p)
+    lam = jnp.linalg.eigvals(J)
+    nan = jnp.array(jnp.nan, z.dtype)
+    fold = t[-1]
+    bp = jnp.linalg.det(augmented_jacobian(_F, z, t, problem))
+    if problem.is_map:
+        flip = jnp.linalg.det(J + jnp.eye(J.shape[0], dtype=J.dtype))
+        ns = _pair_product(lam, True)
+        return jnp.stack([fold, bp, nan, flip, ns]), lam
+    hopf = _pair_product(lam, False)
+    return jnp.stack([fold, bp, hopf, nan, nan]), lam
+
+
+# --- location ----------------------------------------------------------------------
+
+
+def _bisect(problem, z, t, s_hi, which, opts, n_iter=60):
+    """Bisection in the arclength `s` in `[0, s_hi]` on test function `which`,
+    between the branch point `z` (tangent `t`) and the next one."""
+
+    def psi(s):
+        zc, ok, _ = correct(_F, z + s * t, t, problem, opts)
+        tc = tangent(_F, zc, t, problem)
+        return _test_functions(problem, zc, tc)[0][which], zc
+
+    f0 = psi(jnp.zeros((), z.dtype))[0]
+
+    def body(_, carry):
+        lo, hi, flo = carry
+        mid = 0.5 * (lo + hi)
+        fm = psi(mid)[0]
+        same = jnp.sign(fm) == jnp.sign(flo)
+        return (
+            jnp.where(same, mid, lo),
+            jnp.where(same, hi, mid),
+            jnp.where(same, fm, flo),
+        )
+
+    lo, hi, _ = jax.lax.fori_loop(0, n_iter, body, (jnp.zeros_like(s_hi), s_hi, f0))
+    return psi(0.5 * (lo + hi))[1]
+
+
+def _refine(problem, system, z, kind, opts):
+    """Newton on the defining system of a fold / Hopf / flip / Neimark-Sacker
+    point from the bisected `z` (differentiable in `system` by the implicit
+    function theorem). Returns `(z, frequency, converged)`."""
+    z = jax.lax.stop_gradient(z)
+    x, p = z[:-1], z[-1]
+    n = x.shape[0]
+    J = problem.jacobian(x, p)
+    lam, V = jnp.linalg.eig(J)
+    solver = optx.Newton(rtol=opts.rtol, atol=opts.atol, linear_solver=lx.LU())
+    dtype = z.dtype
+
+    def jac_of(prob, y, q):
+        return prob.jacobian(y, q)
+
+    def with_system(a):
+        return eqx.tree_at(lambda q: q.system, problem, a)
+
+    if kind in ("fold", "flip"):
+        target = 1.0 if kind == "fold" else -1.0
+        i = (
+            jnp.argmin(jnp.abs(lam - target))
+            if problem.is_map
+            else jnp.argmin(jnp.abs(lam))
+        )
+        v0 = jnp.real(V[:, i])
+        v0 = v0 / jnp.linalg.norm(v0)
+        shift = 0.0 if not problem.is_map else (-1.0 if kind == "fold" else 1.0)
+
+        def G(w, a):
+            prob = with_system(a)
+            y, q, v = w[:n], w[n], w[n + 1 :]
+            A = jac_of(prob, y, q) + shift * jnp.eye(n, dtype=dtype)
+            return jnp.concatenate(
+                [prob.residual(w[: n + 1]), A @ v, (jnp.dot(v0, v) - 1.0)[None]]
+            )
+
+        w0 = jax.lax.stop_gradient(jnp.concatenate([z, v0]))
+        sol = optx.root_find(
+            G, solver, w0, system, max_steps=opts.max_newton, throw=False
+        )
+        ok = sol.result == optx.RESULTS.successful
+        return sol.value[: n + 1], jnp.array(jnp.nan, dtype), ok
+
+    # Hopf (flows: J v = i omega v) or Neimark-Sacker (maps: J v = e^{i theta} v).
+    if kind == "hopf":
+        i = jnp.argmin(jnp.where(jnp.imag(lam) > 0, jnp.abs(jnp.real(lam)), jnp.inf))
+        freq0 = jnp.imag(lam[i])
+    else:
+        i = jnp.argmin(jnp.where(jnp.imag(lam) > 0, jnp.abs(jnp.abs(lam) - 1), jnp.inf))
+        freq0 = jnp.angle(lam[i])
+    v = V[:, i]
+    c = jnp.real(v) / jnp.linalg.norm(jnp.real(v))
+    v = v / jnp.dot(c, v)  # c . vr = 1, c . vi = 0
+    w0 = jnp.concatenate([z, freq0[None], jnp.real(v), jnp.imag(v)])
+    w0 = jax.lax.stop_gradient(w0)
+
+    def G(w, a):
+        prob = with_system(a)
+        y, q, f = w[:n], w[n], w[n + 1]
+        vr, vi = w[n + 2 : 2 * n + 2], w[2 * n + 2 :]
+        A = jac_of(prob, y, q)
+        if kind == "hopf":
+            e1, e2 = A @ vr + f * vi, A @ vi - f * vr
+        else:
+            co, si = jnp.cos(f), jnp.sin(f)
+            e1 = A @ vr - co * vr + si * vi
+            e2 = A @ vi - si * vr - co * vi
+        norm = jnp.stack([jnp.dot(c, vr) - 1.0, jnp.dot(c, vi)])
+        return jnp.concatenate([prob.residual(w[: n + 1]), e1, e2, norm])
+
+    sol = optx.root_find(G, solver, w0, system, max_steps=opts.max_newton, throw=False)
+    ok = sol.result == optx.RESULTS.successful
+    return sol.value[: n + 1], jnp.abs(sol.value[n + 1]), ok
+
+
+def first_lyapunov_coefficient(f, x, omega) -> Float[Array, ""]:
+    r"""The first Lyapunov coefficient of a Hopf point of `dx/dt = f(x)`.
+
+    $$l_1 = \frac{1}{2\omega}\,\mathrm{Re}\big[\langle p, C(q,q,\bar q)\rangle
+    - 2\langle p, B(q, A^{-1}B(q,\bar q))\rangle
+    + \langle p, B(\bar q, (2i\omega I - A)^{-1}B(q,q))\rangle\big]$$
+
+    with `A = Df(x)`, `A q = i omega q`, `A^T p = -i omega p`, normalized by
+    `<q, q> = 1` and `<p, q> = 1` (`<a, b> = conj(a) . b`), and `B`, `C` the
+    second and third derivatives of `f` (by nested `jax.jvp`). Kuznetsov,
+    *Elements of Applied Bifurcation Theory* (3rd ed., 2004), eq. (3.20) and
+    section 10.2; the normalization is MatCont's. Only the sign is independent
+    of the normalization: with this one, the Hopf normal form
+    `z' = (mu + i omega) z + c z |z|^2` (`z = x + i y`) has `l1 = 2 Re(c) / omega`,
+    e.g. `-2 beta / omega` for `dynjax.systems.HopfNormalForm`.
+    """
+    A = jax.jacfwd(f)(x)
+    n = x.shape[0]
+    lam, V = jnp.linalg.eig(A)
+    i = jnp.argmin(jnp.abs(lam - 1j * omega))
+    q = V[:, i] / jnp.linalg.norm(V[:, i])
+    lamT, W = jnp.linalg.eig(A.T)
+    k = jnp.argmin(jnp.abs(lamT + 1j * omega))
+    p = W[:, k]
+    p = p / jnp.conj(jnp.vdot(p, q))  # <p, q> = conj(p) . q = 1
+
+    def d2(a, b):
+        return jax.jvp(lambda y: jax.jvp(f, (y,), (a,))[1], (x,), (b,))[1]
+
+    def d3(a, b, c):
+        def inner(y):
+            return jax.jvp(lambda u: jax.jvp(f, (u,), (a,))[1], (y,), (b,))[1]
+
+        return jax.jvp(inner, (x,), (c,))[1]
+
+    def B(u, v):
+        ur, ui, vr, vi = jnp.real(u), jnp.imag(u), jnp.real(v), jnp.imag(v)
+        return d2(ur, vr) - d2(ui, vi) + 1j * (d2(ur, vi) + d2(ui, vr))
+
+    def C(u, v, w):
+        parts = [(jnp.real(a), jnp.imag(a)) for a in (u, v, w)]
+        total = 0.0
+        for ia, fa in enumerate((1.0, 1j)):
+            for ib, fb in enumerate((1.0, 1j)):
+                for ic, fc in enumerate((1.0, 1j)):
+                    total = total + fa * fb * fc * d3(
+                        parts[0][ia], parts[1][ib], parts[2][ic]
+                    )
+        return total
+
+    qb = jnp.conj(q)
+    eye = jnp.eye(n, dtype=A.dtype)
+    h11 = jnp.linalg.solve(A.astype(q.dtype), B(q, qb))
+    h20 = jnp.linalg.solve((2j * omega * eye - A).astype(q.dtype), B(q, q))
+    val = (
+        jnp.vdot(p, C(q, q, qb)) - 2 * jnp.vdot(p, B(q, h11)) + jnp.vdot(p, B(qb, h20))
+    )
+    return jnp.real(val) / (2 * omega)
+
+
+# --- the verb ----------------------------------------------------------------------
+
+
+def _combine(back, fwd):
+    """One branch from the two half-branches: `back` reversed (its tangents turned
+    round), then `fwd` without its first point (shared)."""
+    N = back.zs.shape[0]
+    j = jnp.arange(2 * N - 1)
+    nb, nf = back.n, fwd.n
+    from_back = j < nb - 1
+    ib = jnp.clip(nb - 1 - j, 0, N - 1)
+    jf = j - (nb - 1)
+    from_fwd = (~from_back) & (jf < nf)
+    iff = jnp.clip(jf, 0, N - 1)
+    zs = jnp.where(
+        from_back[:, None],
+        back.zs[ib],
+        jnp.where(from_fwd[:, None], fwd.zs[iff], jnp.nan),
+    )
+    ts = jnp.where(
+        from_back[:, None],
+        -back.tangents[ib],
+        jnp.where(from_fwd[:, None], fwd.tangents[iff], jnp.nan),
+    )
+    return zs, ts, nb + nf - 1
+
+
+@eqx.filter_jit
+def _continuation(problem, x0, p0, opts, direction, max_bifurcations):
+    dtype = x0.dtype
+    # Correct the starting point at fixed p0.
+    solver = optx.Newton(rtol=opts.rtol, atol=opts.atol, linear_solver=lx.LU())
+    start = optx.root_find(
+        lambda x, a: a.residual(jnp.concatenate([x, p0[None]])),
+        solver,
+        x0,
+        problem,
+        max_steps=opts.max_newton,
+        throw=False,
+    )
+    start_ok = start.result == optx.RESULTS.successful
+    z0 = jnp.concatenate([start.value, p0[None]])
+    sign = 1.0 if direction != "backward" else -1.0
+    t0 = initial_tangent(_F, z0, problem, sign)
+    fwd = arclength(_F, z0, t0, problem, opts)
+    if direction == "both":
+        back = arclength(_F, z0, -t0, problem, opts)
+    else:
+        back = eqx.tree_at(lambda b: b.n, fwd, jnp.array(1))
+    zs, ts, n = _combine(back, fwd)
+    zs = jax.lax.stop_gradient(zs)
+    ts = jax.lax.stop_gradient(ts)
+    N = zs.shape[0]
+    valid = jnp.arange(N) < n
+    safe_z = jnp.where(valid[:, None], zs, z0)
+    safe_t = jnp.where(valid[:, None], ts, t0)
+    psi, lam = jax.vmap(lambda z, t: _test_functions(problem, z, t))(safe_z, safe_t)
+    lam = jax.vmap(lambda ev: _sort(ev, problem.is_map))(lam)
+    if problem.is_map:
+        unstable = jnp.sum(jnp.abs(lam) > 1, axis=1)
+    else:
+        unstable = jnp.sum(jnp.real(lam) > 0, axis=1)
+
+    # Candidate intervals, per kind; a Hopf / NS candidate needs a complex pair
+    # at the crossing (else it is a neutral saddle), a branch point is not a fold.
+    changes = jax.vmap(lambda v: sign_changes(v, n), in_axes=1)(psi)  # (5, N-1)
+    K = max_bifurcations
+    flat = changes.reshape(-1)
+    order = jnp.argsort(
+        jnp.where(flat, jnp.tile(jnp.arange(N - 1), 5), 2 * N), stable=True
+    )[:K]
+    found = flat[order]
+    kinds = order // (N - 1)
+    index = order % (N - 1)
+
+    def locate(kind, k):
+        z, t = safe_z[k], safe_t[k]
+        s_hi = jnp.dot(t, safe_z[k + 1] - z)
+        return _bisect(problem, z, t, s_hi, kind, opts)
+
+    located = jax.vmap(locate)(kinds, index)
+
+    def refine_one(kind, z):
+        branches = []
+        for name in ("fold", "branch_point", "hopf", "flip", "neimark_sacker"):
+            if (
+                name == "branch_point"
+                or (name in ("hopf",) and problem.is_map)
+                or (name in ("flip", "neimark_sacker") and not problem.is_map)
+            ):
+                branches.append(
+                    lambda z: (z, jnp.array(jnp.nan, dtype), jnp.array(True))
+                )
+            else:
+                branches.append(
+                    lambda z, name=name: _refine(problem, problem.system, z, name, opts)
+                )
+        return jax.lax.switch(kind, branches, z)
+
+    refined, freq, converged = jax.vmap(refine_one)(kinds, located)
+    # Hopf: keep only crossings of a complex pair; first Lyapunov coefficient.
+    if not problem.is_map:
+
+        def l1_of(z, w, kind):
+            f = lambda x: problem.evolve(x, z[-1])  # noqa: E731
+            return jax.lax.cond(
+                (kind == 2) & (w > 1e-8),
+                lambda: first_lyapunov_coefficient(f, z[:-1], w),
+                lambda: jnp.array(jnp.nan, dtype),
+            )
+
+        l1 = jax.vmap(l1_of)(refined, jnp.nan_to_num(freq), kinds)
+        real_pair = (kinds == 2) & ~(jnp.nan_to_num(freq) > 1e-8)
+        found = found & ~real_pair
+    else:
+        l1 = jnp.full((K,), jnp.nan, dtype)
+        real_pair = (kinds == 4) & ~(jnp.nan_to_num(freq) > 1e-8)
+        found = found & ~real_pair
+    # Compact the found ones to the front.
+    keep = jnp.argsort(~found, stable=True)
+    nan = jnp.nan
+    bif = Bifurcations(
+        kind=jnp.where(found[keep], kinds[keep], -1),
+        parameter=jnp.where(found[keep], refined[keep, -1], nan),
+        state=jnp.where(found[keep][:, None], refined[keep, :-1], nan),
+        frequency=jnp.where(found[keep], freq[keep], nan),
+        lyapunov_coefficient=jnp.where(found[keep], l1[keep], nan),
+        index=jnp.where(found[keep], index[keep], -1),
+        converged=found[keep] & converged[keep],
+        n=jnp.sum(found),
+    )
+    stopped_early = (fwd.stopped == 1) | (back.stopped == 1)
+    result = RESULTS.where(
+        ~start_ok,
+        RESULTS.not_converged,
+        RESULTS.where(stopped_early, RESULTS.continuation_step_collapsed,
+                      RESULTS.successful),
+    )  # fmt: skip
+    return Branch(
+        parameter=jnp.where(valid, zs[:, -1], jnp.nan),
+        states=zs[:, :-1],
+        tangents=ts,
+        eigenvalues=jnp.where(valid[:, None], lam, jnp.nan),
+        stable=valid & (unstable == 0),
+        n_unstable=jnp.where(valid, unstable, -1),
+        n_points=n,
+        bifurcations=bif,
+        result=result,
+    )
+
+
+def continuation(
+    system: AbstractSystem,
+    parameter: str | Callable,
+    x0: StateLike,
+    p0: float,
+    *,
+    period: int = 1,
+    ds: float = 1e-2,
+    ds_min: float = 1e-8,
+    ds_max: float = 0.1,
+    p_min: float = -jnp.inf,
+    p_max: float = jnp.inf,
+    n_points: int = 200,
+    direction: Literal["both", "forward", "backward"] = "both",
+    max_bifurcations: int = 16,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_newton: int = 20,
+    args: Args = None,
+    throw: bool = True,
+) -> Branch:
+    r"""Continue a branch of equilibria (flows) or fixed / period-`p` points (maps)
+    in one parameter, and locate its bifurcations.
+
+    Pseudo-arclength continuation of `F(x, p) = 0`, with `F = f(x; p)` for a flow
+    and `F = G^period(x; p) - x` for a map: from the point `x0` corrected at `p0`,
+    a tangent predictor `z + h t` (`z = (x, p)`) and a Newton corrector
+    (optimistix) on `[F(z); t . (z - z_pred)] = 0`, so folds are passed through;
+    the step `h` (arclength in `z`) adapts (doubled to `ds_max` after a quick
+    correction, halved after a failed one). It runs as one compiled loop in both
+    directions (`direction="both"`), up to `n_points` points each way, within
+    `[p_min, p_max]`.
+
+    Along the branch the test functions of Kuznetsov (2004, section 10.2) are
+    evaluated at every point, and each sign change is located by bisection in
+    arclength (every trial point corrected onto the branch), then refined by
+    Newton's method on the defining system (differentiable in the system's
+    parameters by the implicit function theorem):
+
+    - fold: the tangent's parameter component (`F = 0, F_x v = 0, |v| = 1`);
+    - branch point (transcritical / pitchfork): `det [F_z; t^T]` (bisection
+        only);
+    - Hopf (flows): `prod_{i<j} (lambda_i + lambda_j)`, kept where a complex pair
+        crosses (not a neutral saddle); defining system `F = 0, J v = i omega v`;
+        with its first Lyapunov coefficient;
+    - flip (maps): `det(J + I)`; Neimark-Sacker (maps):
+        `prod_{i<j} (mu_i mu_j - 1)` with a complex pair on the unit circle.
+
+    **Arguments:**
+
+    - `system`: a dynjax flow or map (autonomous).
+    - `parameter`: the name of a scalar field of `system` (`"rho"`), or a
+        function selecting it (`lambda s: s.rho`), used with `eqx.tree_at`.
+    - `x0`: a state near a point of the branch at `p0`, shape `(d,)`.
+    - `p0`: the starting parameter value.
+    - `period`: for maps, continue period-`period` points (`G^period(x) = x`).
+    - `ds`, `ds_min`, `ds_max`: initial, smallest and largest step (arclength).
+    - `p_min`, `p_max`: stop when the parameter leaves this interval.
+    - `n_points`: points per direction (the branch has up to `2 n_points - 1`).
+    - `direction`: `"both"`, `"forward"` (increasing parameter first) or
+        `"backward"`.
+    - `max_bifurcations`: slots for bifurcation points.
+    - `rtol`, `atol`: Newton tolerances (default `1e-10, 1e-12` in float64,
+        `1e-5, 1e-6` in float32).
+    - `max_newton`: Newton steps per correction.
+    - `args`: the system's run-time arguments.
+    - `throw`: raise if the start does not converge or the step collapses.
+
+    **Returns:**
+
+    A `dynjax.Branch` (points, eigenvalues, stability, `bifurcations`).
+
+    **Raises:**
+
+    `ValueError` if `parameter` is not a scalar field, `period < 1`, a flow is
+    given `period`, or `system` is a driven map; at run time (with `throw`) if
+    `x0` is not near a point of the branch at `p0`.
+
+    **References:** H. B. Keller, *Numerical solution of bifurcation and nonlinear
+    eigenvalue problems* (1977); Yu. A. Kuznetsov, *Elements of Applied
+    Bifurcation Theory*, 3rd ed. (Springer, 2004), chapter 10; W. Govaerts,
+    *Numerical Methods for Bifurcations of Dynamical Equilibria* (SIAM, 2000).
+    """
+    if not isinstance(system, (AbstractFlow, AbstractMap)):
+        raise ValueError(
+            "`continuation` takes a flow or a map; a driven map has no equilibria "
+            "without fixing its input."
+        )
+    if not isinstance(period, int) or period < 1:
+        raise ValueError(f"`period` must be a positive int, got {period!r}.")
+    if period != 1 and isinstance(system, AbstractFlow):
+        raise ValueError("`period` is for maps; a flow's equilibria have none.")
+    if direction not in ("both", "forward", "backward"):
+        raise ValueError(
+            f"`direction` must be 'both', 'forward' or 'backward', got {direction!r}."
+        )
+    where = _where(parameter)
+    try:
+        leaf = where(system)
+    except AttributeError as e:
+        raise ValueError(
+            f"{type(system).__name__} has no parameter {parameter!r}: {e}"
+        ) from None
+    if not (eqx.is_array(leaf) or isinstance(leaf, float)) or jnp.shape(leaf) != ():
+        raise ValueError(
+            f"The continuation parameter must be a scalar float field, got {leaf!r}."
+        )
+    system, x0, args = conform(system, x0, verb="continuation", args=args)
+    dtype = x0.dtype
+    f64 = jnp.finfo(dtype).bits >= 64
+    opts = ArclengthOptions(
+        ds=ds,
+        ds_min=ds_min,
+        ds_max=ds_max,
+        n_points=n_points,
+        max_newton=max_newton,
+        rtol=(1e-10 if f64 else 1e-5) if rtol is None else rtol,
+        atol=(1e-12 if f64 else 1e-6) if atol is None else atol,
+        lower=p_min,
+        upper=p_max,
+    )
+    problem = _Problem(system, where, period, args)
+    p0 = jnp.asarray(p0, dtype)
+    branch = _continuation(problem, x0, p0, opts, direction, max_bifurcations)
+    if throw:
+        branch = eqx.tree_at(
+            lambda b: b.parameter,
+            branch,
+            raise_if_failed(branch.result, branch.parameter),
+        )
+    return branch
