@@ -997,3 +997,227 @@ def training_dynamics(trajectory, *, axes=None, learning_rate=None, projection=N
     if new:
         ax_path.figure.tight_layout()
     return axes
+
+
+def orbit_diagram(diagram, *, coordinate=0, ax=None, **plot_kwargs):
+    """Plot an orbit diagram: the attractor's points against the parameter.
+
+    Every kept point of `dynjax.orbit_diagram` is drawn as a small dot at
+    `(value, x[coordinate])`: a period-`k` orbit shows as `k` dots above its
+    value, a chaotic attractor as a band. Values where the orbit failed
+    (`diagram.escaped` or another `result`) have no points.
+
+    **Arguments:**
+
+    - `diagram`: a `dynjax.OrbitDiagram`, `points` of shape `(P, n_keep, d)`.
+    - `coordinate`: the state coordinate drawn (for a flow, of the section's
+        points).
+    - `ax`: a matplotlib Axes; a new figure is made if `None`.
+    - `plot_kwargs`: passed to `ax.plot`.
+
+    **Returns:**
+
+    The Axes; its one line holds the points `(values[i], points[i, n,
+    coordinate])`, value by value (`NaN` where the orbit failed, not drawn). The
+    x-axis is labelled with the parameter's name, the y-axis with the coordinate's.
+
+    **Raises:**
+
+    `ValueError` if `coordinate` is not a state index.
+
+    **Reference:** R. M. May, *Simple mathematical models with very complicated
+    dynamics*, Nature 261, 459 (1976), Fig. 2.
+    """
+    points = np.asarray(diagram.points)
+    d = points.shape[2]
+    if not (isinstance(coordinate, (int, np.integer)) and 0 <= coordinate < d):
+        raise ValueError(
+            f"`coordinate` must be a state index in [0, {d}), got {coordinate!r}."
+        )
+    ax = _new_axes(ax, (6, 4))
+    values = np.asarray(diagram.values)
+    xs = np.repeat(values, points.shape[1])
+    ys = points[:, :, coordinate].reshape(-1)
+    style = {"ls": "none", "marker": ".", "ms": 0.8, "mew": 0, "color": "k"}
+    ax.plot(xs, ys, **{**style, **plot_kwargs})
+    ax.set_xlabel(diagram.parameter_name)
+    ax.set_ylabel(diagram.state_names[coordinate])
+    return ax
+
+
+_BIFURCATION_MARKERS = {
+    "fold": "s",
+    "branch_point": "D",
+    "hopf": "*",
+    "flip": "o",
+    "neimark_sacker": "^",
+}
+_BIFURCATION_LABELS = {
+    "fold": "fold",
+    "branch_point": "branch point",
+    "hopf": "Hopf",
+    "flip": "flip",
+    "neimark_sacker": "Neimark-Sacker",
+}
+
+
+def _stability_runs(stable, index, bif_param, bif_state, param, state):
+    """The branch cut into runs of equal stability, each run's line joined to the
+    next at the bifurcation point located between them (else, or where that
+    point is not finite, at the midpoint)."""
+    n = stable.shape[0]
+    cuts = [i for i in range(n - 1) if stable[i] != stable[i + 1]]
+    joins = {}
+    for i in cuts:
+        at = [
+            k
+            for k in range(index.shape[0])
+            if index[k] == i and np.isfinite(bif_param[k]) and np.isfinite(bif_state[k])
+        ]
+        if at:
+            joins[i] = (bif_param[at[0]], bif_state[at[0]])
+        else:
+            joins[i] = (
+                0.5 * (param[i] + param[i + 1]),
+                0.5 * (state[i] + state[i + 1]),
+            )
+    starts = [0] + [i + 1 for i in cuts]
+    ends = cuts + [n - 1]
+    runs = []
+    for a, b in zip(starts, ends):
+        xs, ys = list(param[a : b + 1]), list(state[a : b + 1])
+        if a - 1 in joins:
+            xs.insert(0, joins[a - 1][0])
+            ys.insert(0, joins[a - 1][1])
+        if b in joins:
+            xs.append(joins[b][0])
+            ys.append(joins[b][1])
+        runs.append((bool(stable[a]), np.array(xs), np.array(ys)))
+    return runs
+
+
+def bifurcation_diagram(
+    branches, *, coordinate=0, ax=None, system=None, parameter="parameter"
+):
+    """Plot branches of equilibria or fixed points from `dynjax.continuation`:
+    stable parts solid, unstable parts dashed, bifurcation points marked and named.
+
+    **Arguments:**
+
+    - `branches`: a `dynjax.Branch`, or a sequence of them (each in its own
+        colour).
+    - `coordinate`: the state coordinate drawn against the parameter.
+    - `ax`: a matplotlib Axes; a new figure is made if `None`.
+    - `system`: the system continued; gives the y-axis label (`state_names`).
+    - `parameter`: the x-axis label (e.g. the parameter's name).
+
+    **Returns:**
+
+    The Axes. Its lines are, branch by branch, the runs of equal stability in
+    order along the branch (solid `"-"`: stable, dashed `"--"`: unstable; each
+    run holds its points and ends at the bifurcation point located between it
+    and the next run, or at their midpoint if none was, so the curve is
+    unbroken), then that branch's bifurcation
+    points, one line of markers per kind, labelled with the kind for the
+    legend; each point is also named by a text annotation (`ax.texts`). The
+    legend, to the right of the axes, shows the kinds and the two line styles.
+
+    **Raises:**
+
+    `ValueError` if `coordinate` is not a state index or `branches` holds
+    something other than `dynjax.Branch`es.
+
+    **Reference:** Yu. A. Kuznetsov, *Elements of Applied Bifurcation Theory*,
+    3rd ed. (Springer, 2004), chapter 10 (the conventions of AUTO and MatCont).
+    """
+    from matplotlib.lines import Line2D
+
+    from ._continuation import Branch
+
+    if isinstance(branches, Branch):
+        branches = [branches]
+    branches = list(branches)
+    if not branches or not all(isinstance(b, Branch) for b in branches):
+        raise ValueError(
+            "`branches` must be a `dynjax.Branch` or a sequence of them (the "
+            "results of `dynjax.continuation`)."
+        )
+    d = branches[0].states.shape[1]
+    if not (isinstance(coordinate, (int, np.integer)) and 0 <= coordinate < d):
+        raise ValueError(
+            f"`coordinate` must be a state index in [0, {d}), got {coordinate!r}."
+        )
+    ax = _new_axes(ax, (6, 4))
+    colors = [f"C{i}" for i in range(10)]
+    kinds_seen = []
+    placed = []
+    for j, branch in enumerate(branches):
+        color = colors[j % len(colors)]
+        n = int(branch.n_points)
+        param = np.asarray(branch.parameter)[:n]
+        state = np.asarray(branch.states)[:n, coordinate]
+        stable = np.asarray(branch.stable)[:n]
+        bif = branch.bifurcations
+        names = bif.names
+        m = len(names)
+        bp = np.asarray(bif.parameter)[:m]
+        bs = np.asarray(bif.state)[:m, coordinate]
+        index = np.asarray(bif.index)[:m]
+        for is_stable, xs, ys in _stability_runs(stable, index, bp, bs, param, state):
+            ax.plot(xs, ys, color=color, lw=1.3, ls="-" if is_stable else "--")
+        for kind in _BIFURCATION_MARKERS:
+            sel = [k for k in range(m) if names[k] == kind]
+            if not sel:
+                continue
+            ax.plot(
+                bp[sel],
+                bs[sel],
+                ls="none",
+                marker=_BIFURCATION_MARKERS[kind],
+                ms=6,
+                mfc="white",
+                mec="k",
+                zorder=3,
+                label=_BIFURCATION_LABELS[kind],
+            )
+            if kind not in kinds_seen:
+                kinds_seen.append(kind)
+        for k in range(m):
+            # (Names of points at the same place are stacked, not overprinted.)
+            same = sum(
+                np.allclose(q, (bp[k], bs[k]), rtol=1e-3, atol=1e-3) for q in placed
+            )
+            placed.append((bp[k], bs[k]))
+            ax.annotate(
+                _BIFURCATION_LABELS[names[k]],
+                (bp[k], bs[k]),
+                textcoords="offset points",
+                xytext=(4, 4 + 8 * same),
+                fontsize="x-small",
+            )
+    handles = [
+        Line2D([], [], color="0.3", ls="-", label="stable"),
+        Line2D([], [], color="0.3", ls="--", label="unstable"),
+    ] + [
+        Line2D(
+            [],
+            [],
+            ls="none",
+            marker=_BIFURCATION_MARKERS[kind],
+            mfc="white",
+            mec="k",
+            label=_BIFURCATION_LABELS[kind],
+        )
+        for kind in kinds_seen
+    ]
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+        fontsize="small",
+        frameon=False,
+    )
+    ax.set_xlabel(parameter)
+    ax.set_ylabel(_labels(system, None, d)[coordinate])
+    return ax
