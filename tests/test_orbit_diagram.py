@@ -33,8 +33,10 @@ def _close_figures():
 X0 = jnp.array([0.4])
 
 # Successive period doublings of the logistic map: r_1 = 3 and r_2 = 1 + sqrt(6)
-# exactly; r_3, r_4, r_5 from S. H. Strogatz, *Nonlinear Dynamics and Chaos*
-# (1994), Table 10.6.1 (after M. J. Feigenbaum, J. Stat. Phys. 19, 25 (1978)).
+# exactly; r_3 = 3.54409, r_5 = 3.568759 as listed in S. H. Strogatz, *Nonlinear
+# Dynamics and Chaos* (1994), section 10.2 (which gives r_4 = 3.5644), and
+# r_4 = 3.564407 to six decimals as in M. J. Feigenbaum, J. Stat. Phys. 19, 25
+# (1978).
 R_DOUBLINGS = np.array([3.0, 1 + np.sqrt(6), 3.544090, 3.564407, 3.568759])
 FEIGENBAUM_DELTA = 4.669201609
 
@@ -73,7 +75,7 @@ def test_logistic_periods_and_points():
     assert diagram.points.shape == (5, 64, 1)
     assert diagram.points.dtype == jnp.float64
     # Period 1 below r_1 = 3, 2 up to 1 + sqrt 6, 4 up to r_3 = 3.544, 8 up to
-    # r_4 = 3.5644 (Strogatz Table 10.6.1); chaos at 3.9.
+    # r_4 = 3.5644 (Strogatz, section 10.2); chaos at 3.9.
     np.testing.assert_array_equal(diagram.periods(), [1, 2, 4, 8, 0])
     assert not np.any(diagram.escaped)
     pts = np.asarray(diagram.points[..., 0])
@@ -226,8 +228,8 @@ def test_period_doublings_not_bracketed():
 
 def test_rossler_poincare_orbit_diagram():
     # Rossler with a = b = 0.2: period 1 at c = 2.5 and period 2 at c = 3.5, on a
-    # section (Strogatz, Nonlinear Dynamics and Chaos (1994), section 12.3,
-    # Fig. 12.3.1: c = 2.5, 3.5, 4, 5 give period 1, 2, 4 and chaos).
+    # section (Strogatz, Nonlinear Dynamics and Chaos (1994), section 12.3: for
+    # c = 2.5, 3.5, 4, 5 the attractor has period 1, 2, 4 and is chaotic).
     plane = (jnp.array([0.0, 1.0, 0.0]), 0.0)  # y = 0, crossed with y' < 0
     x0 = jnp.array([1.0, 1.0, 0.0])
     values = jnp.array([2.5, 3.5])

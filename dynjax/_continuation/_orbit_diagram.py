@@ -607,7 +607,7 @@ def period_doublings(
 
     **References:** M. J. Feigenbaum, *Quantitative universality for a class of
     nonlinear transformations*, J. Stat. Phys. 19, 25 (1978); S. H. Strogatz,
-    *Nonlinear Dynamics and Chaos* (1994), section 10.6 and Table 10.6.1.
+    *Nonlinear Dynamics and Chaos* (1994), sections 10.2 and 10.6.
     """
     _check_counts(
         n_doublings=(n_doublings, 1),
