@@ -33,11 +33,11 @@ def _close_figures():
 X0 = jnp.array([0.4])
 
 # Successive period doublings of the logistic map: r_1 = 3 and r_2 = 1 + sqrt(6)
-# exactly; r_3 = 3.54409, r_5 = 3.568759 as listed in S. H. Strogatz, *Nonlinear
-# Dynamics and Chaos* (1994), section 10.2 (which gives r_4 = 3.5644), and
-# r_4 = 3.564407 to six decimals as in M. J. Feigenbaum, J. Stat. Phys. 19, 25
-# (1978).
-R_DOUBLINGS = np.array([3.0, 1 + np.sqrt(6), 3.544090, 3.564407, 3.568759])
+# exactly; r_3 = 3.5440903, r_4 = 3.5644073, r_5 = 3.5687594 from K. T. Alligood,
+# T. D. Sauer and J. A. Yorke, *Chaos: An Introduction to Dynamical Systems*
+# (Springer, 1996), p. 504 (S. H. Strogatz, *Nonlinear Dynamics and Chaos*
+# (1994), section 10.2, lists 3.54409, 3.5644, 3.568759).
+R_DOUBLINGS = np.array([3.0, 1 + np.sqrt(6), 3.5440903, 3.5644073, 3.5687594])
 FEIGENBAUM_DELTA = 4.669201609
 
 
