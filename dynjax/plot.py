@@ -926,10 +926,12 @@ def training_dynamics(trajectory, *, axes=None, learning_rate=None, projection=N
         raise ValueError(f"`axes` must be three Axes, got {len(axes)}.")
     ax_loss, ax_sharp, ax_path = axes
 
-    losses = np.asarray(trajectory.losses)
+    losses = np.asarray(trajectory.losses, float)
     steps = np.arange(losses.shape[0])
-    ax_loss.plot(steps, losses, lw=0.8)
-    if np.all(losses[np.isfinite(losses)] > 0):
+    # (A diverging run's last finite losses, ~1e306, overflow a log axis.)
+    shown = np.where(np.abs(losses) < 1e200, losses, np.nan)
+    ax_loss.plot(steps, shown, lw=0.8)
+    if np.all(shown[np.isfinite(shown)] > 0):
         ax_loss.set_yscale("log")
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("training loss")

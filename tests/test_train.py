@@ -310,3 +310,30 @@ def test_plot_training_dynamics():
     with pytest.raises(ValueError, match=r"shape \(2, "):
         dynjax.plot.training_dynamics(out, projection=np.ones((3, 2)))
     plt.close("all")
+
+
+def test_probe_failure_is_reported_and_resume_is_checked():
+    """A probe of a map that is not differentiable (Adam where a second moment is
+    0: a weight on a constant-zero input feature) is recorded as non-finite with
+    a warning naming the fix, not dropped; `resume=` with another optimizer or
+    batch size is refused."""
+    x, y = _regression(n=40)
+    x = x.at[:, 0].set(0.0)  # (feature 0 is always zero: its weights get no gradient)
+    model = _mlp(width=4, depth=1)
+    opt = optax.adam(1e-2)
+    probes = dynjax.LyapunovProbe(every=5, window=3)  # (a single probe is accepted)
+    with pytest.warns(RuntimeWarning, match="eps_root"):
+        out = dynjax.train(_mse, model, opt, 10, data=(x, y), probes=probes,
+                           progress=False)  # fmt: skip
+    np.testing.assert_array_equal(out.lyapunov_steps, [0, 5])
+    assert not np.all(np.isfinite(out.lyapunov))
+    fixed = optax.adam(1e-2, eps_root=1e-12)
+    ok = dynjax.train(_mse, model, fixed, 10, data=(x, y), probes=probes,
+                      progress=False)  # fmt: skip
+    assert np.all(np.isfinite(ok.lyapunov))
+    with pytest.raises(ValueError, match="another `optimizer`"):
+        dynjax.train(_mse, None, optax.sgd(0.1), 5, data=(x, y), probes=probes,
+                     resume=ok, progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="another `batch_size`"):
+        dynjax.train(_mse, None, fixed, 5, data=(x, y), probes=probes, batch_size=4,
+                     resume=ok, progress=False)  # fmt: skip

@@ -16,7 +16,7 @@ from .._misc import progress_bar
 from .._results import RESULTS
 from .._system._checks import user_stacklevel
 from ._curvature import hessian_vector_product, lanczos_top
-from ._fit import _all_finite, _check_data
+from ._fit import _all_finite, _ByValue, _check_data
 from ._maps import _step, OptimizerMap
 
 
@@ -123,6 +123,7 @@ class TrainingTrajectory(eqx.Module):
     lyapunov_steps: Int[Array, " L"]
     lyapunov: Float[Array, " L"]
     probe_state: tuple
+    signature: tuple = eqx.field(static=True, default=())
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -267,6 +268,11 @@ def _chunk(om, x, prev, key, v_sharp, v_lyap, start, n_active, batch_size,
                 lambda _: (nan, v_lyap),
                 None,
             )
+        # A probe that failed (non-finite) keeps its previous warm start.
+        v_sharp_new = jnp.where(
+            jnp.all(jnp.isfinite(v_sharp_new)), v_sharp_new, v_sharp
+        )
+        v_lyap_new = jnp.where(jnp.all(jnp.isfinite(v_lyap_new)), v_lyap_new, v_lyap)
         carry = (x_new, prev_new, key_new, v_sharp_new, v_lyap_new, stop_new, buf,
                  buf_steps, n_rec)  # fmt: skip
         return carry, (value, gnorm, unorm, s_value, l_value)
@@ -341,7 +347,9 @@ def train(
     step, the trajectory so far is returned with `result ==
     RESULTS.nonfinite_loss` and `stopped_at`, and `params` is the last iterate
     whose loss was finite. float32, the norm for training, is reliable here (no
-    precision warning): the probes are accurate to about `1e-5` relative. Ctrl-C
+    precision warning). The default `SharpnessProbe(iterations=1)` tracks the
+    sharpness within a few percent (below it: a Rayleigh quotient) at the edge of
+    stability; `iterations=10` gives about `1e-5` relative. Ctrl-C
     raises `dynjax.TrainingInterrupted` holding
     the completed chunks. `resume=` continues a returned trajectory (same loss,
     optimizer, data and options); the result equals one uninterrupted run.
@@ -353,7 +361,7 @@ def train(
         a dict); `p` is their total size.
     - `optimizer`: any `optax.GradientTransformation` (chains, clipping,
         schedules), whose integer state is step counters.
-    - `n_steps`: the number of steps (more steps on top of `resume`).
+    - `n_steps`: the number of steps, `>= 0` (more steps on top of `resume`).
     - `data`: a pytree of arrays with a leading sample axis `N`, or `None`.
     - `batch_size`: the minibatch size (`<= N`), or `None` for full batches.
     - `key`: a `jax.random.key`, for minibatches and the probes' random starts
@@ -398,6 +406,8 @@ def train(
         not isinstance(projection, (int, np.integer)) or projection < 1
     ):
         raise ValueError(f"`projection` must be a positive int, got {projection!r}.")
+    if isinstance(probes, (SharpnessProbe, LyapunovProbe)):
+        probes = (probes,)
     sharp = lyap = None
     for probe in probes:
         if isinstance(probe, SharpnessProbe) and sharp is None:
@@ -411,6 +421,25 @@ def train(
             )
     learning_rate = _check_learning_rate(learning_rate)
     data, n_data = _check_data(data)
+    signature = (
+        ("loss", hash(_ByValue(loss))),
+        ("optimizer", hash(_ByValue(optimizer))),
+        ("data", str(jax.tree.structure(data)),
+         tuple((x.shape, x.dtype.name) for x in jax.tree.leaves(data))),
+        ("batch_size", batch_size),
+        ("probes", sharp, lyap),
+        ("record_every", record_every),
+        ("projection", projection),
+    )  # fmt: skip
+    if resume is not None and resume.signature:
+        for new, old in zip(signature, resume.signature):
+            if new != old:
+                raise ValueError(
+                    f"`resume=` continues a run made with another `{new[0]}`: pass "
+                    f"the same `loss`, `optimizer`, `data` (shapes), `batch_size`, "
+                    "`probes`, `record_every` and `projection` as the run it "
+                    "continues."
+                )
     for size, what in ((batch_size, "batch_size"),) + (
         ((sharp.batch_size, "SharpnessProbe(batch_size)"),) if sharp else ()
     ):
@@ -516,9 +545,11 @@ def train(
             lyapunov_steps=jnp.asarray(_or(cat["lyapunov_steps"], np.zeros(0, int))),
             lyapunov=jnp.asarray(_or(cat["lyapunov"], np.zeros(0))),
             probe_state=(v_sharp, v_lyap),
+            signature=signature,
         )
 
     x_cur = x
+    warned = {"sharpness": False, "lyapunov": False}
     bar = (
         progress_bar(total=n_steps, desc="train", unit="step")
         if (progress and n_steps > 0)
@@ -544,12 +575,26 @@ def train(
             keep = (rec_steps >= 0) & (rec_steps < done + n_done)
             hist["record_steps"].append(rec_steps[keep])
             hist["thetas"].append(records[keep])
-            s = np.isfinite(s_value[:n_done])
-            hist["sharpness_steps"].append(steps[s])
-            hist["sharpness"].append(s_value[:n_done][s])
-            lk = np.isfinite(l_value[:n_done])
-            hist["lyapunov_steps"].append(steps[lk])
-            hist["lyapunov"].append(l_value[:n_done][lk])
+            for probe, values, name in ((sharp, s_value, "sharpness"),
+                                        (lyap, l_value, "lyapunov")):  # fmt: skip
+                if probe is None:
+                    continue
+                at = steps % probe.every == 0
+                hist[f"{name}_steps"].append(steps[at])
+                hist[name].append(values[:n_done][at])
+                bad = at & ~np.isfinite(values[:n_done])
+                if bad.any() and not warned[name]:
+                    warned[name] = True
+                    warnings.warn(
+                        f"dynjax.train: the {type(probe).__name__} gave a non-finite "
+                        f"value at step {int(steps[bad][0])} (recorded as such): the "
+                        "training map is not differentiable there. With Adam-type "
+                        "optimizers this happens where a second moment is exactly 0 "
+                        "(a parameter that never had a gradient): pass `eps_root > 0`, "
+                        "e.g. `optax.adam(lr, eps_root=1e-12)`.",
+                        RuntimeWarning,
+                        stacklevel=user_stacklevel(),
+                    )
             x_cur = x_new
             done += n_done
             state_step = done
