@@ -8,7 +8,12 @@ from ._continuation import (
     Bifurcations as Bifurcations,
     Branch as Branch,
     continuation as continuation,
+    feigenbaum_ratios as feigenbaum_ratios,
     first_lyapunov_coefficient as first_lyapunov_coefficient,
+    orbit_diagram as orbit_diagram,
+    OrbitDiagram as OrbitDiagram,
+    period_doublings as period_doublings,
+    PeriodDoublings as PeriodDoublings,
 )
 from ._diffusion import (
     AbstractSDE as AbstractSDE,

@@ -5,3 +5,10 @@ from ._branch import (
     continuation as continuation,
     first_lyapunov_coefficient as first_lyapunov_coefficient,
 )
+from ._orbit_diagram import (
+    feigenbaum_ratios as feigenbaum_ratios,
+    orbit_diagram as orbit_diagram,
+    OrbitDiagram as OrbitDiagram,
+    period_doublings as period_doublings,
+    PeriodDoublings as PeriodDoublings,
+)

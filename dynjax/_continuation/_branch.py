@@ -118,9 +118,19 @@ class Branch(eqx.Module):
 # --- the problem F(x, p) = 0 ------------------------------------------------------
 
 
+class _Field(eqx.Module):
+    """Selects a field by name; compares by the name, so that a verb called again
+    with the same parameter name reuses its compilation (a lambda would not)."""
+
+    name: str = eqx.field(static=True)
+
+    def __call__(self, system):
+        return getattr(system, self.name)
+
+
 def _where(parameter) -> Callable:
     if isinstance(parameter, str):
-        return lambda s: getattr(s, parameter)
+        return _Field(parameter)
     if callable(parameter):
         return parameter
     raise ValueError(
@@ -209,7 +219,10 @@ def _bisect(problem, z, t, s_hi, which, opts, n_iter=60):
     between the branch point `z` (tangent `t`) and the next one."""
 
     def psi(s):
+        # (At a branch point itself the corrector's Jacobian is singular: where
+        # the correction fails, the prediction is used, O(s^2) off the branch.)
         zc, ok, _ = correct(_F, z + s * t, t, problem, opts)
+        zc = jnp.where(ok, zc, z + s * t)
         tc = tangent(_F, zc, t, problem)
         return _test_functions(problem, zc, tc)[0][which], zc
 
@@ -247,6 +260,32 @@ def _refine(problem, system, z, kind, opts):
 
     def with_system(a):
         return eqx.tree_at(lambda q: q.system, problem, a)
+
+    if kind == "branch_point":
+        # F = 0 and a left null vector phi of [F_x F_p]: overdetermined (a branch
+        # point is of codimension two in general; it persists by symmetry), solved
+        # by Levenberg-Marquardt from the bisected point.
+        Fz = jax.jacfwd(_F)(z, problem)
+        _, _, vt = jnp.linalg.svd(Fz.T, full_matrices=True)
+        phi0 = vt[-1]
+
+        def R(w, a):
+            prob = with_system(a)
+            zz, phi = w[: n + 1], w[n + 1 :]
+            Jz = jax.jacfwd(lambda y: prob.residual(y))(zz)
+            return jnp.concatenate(
+                [prob.residual(zz), Jz.T @ phi, (jnp.dot(phi, phi) - 1.0)[None]]
+            )
+
+        lm = optx.LevenbergMarquardt(rtol=opts.rtol, atol=opts.atol)
+        w0 = jax.lax.stop_gradient(jnp.concatenate([z, phi0]))
+        sol = optx.least_squares(
+            R, lm, w0, system, max_steps=10 * opts.max_newton, throw=False
+        )
+        ok = (sol.result == optx.RESULTS.successful) & (
+            jnp.linalg.norm(R(sol.value, system)) < 1e3 * opts.atol
+        )
+        return sol.value[: n + 1], jnp.array(jnp.nan, dtype), ok
 
     if kind in ("fold", "flip"):
         target = 1.0 if kind == "fold" else -1.0
@@ -451,10 +490,8 @@ def _continuation(problem, x0, p0, opts, direction, max_bifurcations):
     def refine_one(kind, z):
         branches = []
         for name in ("fold", "branch_point", "hopf", "flip", "neimark_sacker"):
-            if (
-                name == "branch_point"
-                or (name in ("hopf",) and problem.is_map)
-                or (name in ("flip", "neimark_sacker") and not problem.is_map)
+            if (name in ("hopf",) and problem.is_map) or (
+                name in ("flip", "neimark_sacker") and not problem.is_map
             ):
                 branches.append(
                     lambda z: (z, jnp.array(jnp.nan, dtype), jnp.array(True))
@@ -466,6 +503,8 @@ def _continuation(problem, x0, p0, opts, direction, max_bifurcations):
         return jax.lax.switch(kind, branches, z)
 
     refined, freq, converged = jax.vmap(refine_one)(kinds, located)
+    # (Where the defining system was not solved, the bisected point stands.)
+    refined = jnp.where(converged[:, None], refined, located)
     # Hopf: keep only crossings of a complex pair; first Lyapunov coefficient.
     if not problem.is_map:
 
@@ -557,8 +596,8 @@ def continuation(
     parameters by the implicit function theorem):
 
     - fold: the tangent's parameter component (`F = 0, F_x v = 0, |v| = 1`);
-    - branch point (transcritical / pitchfork): `det [F_z; t^T]` (bisection
-        only);
+    - branch point (transcritical / pitchfork): `det [F_z; t^T]`; refined by
+        Levenberg-Marquardt on `F = 0, [F_x F_p]^T phi = 0, |phi| = 1`;
     - Hopf (flows): `prod_{i<j} (lambda_i + lambda_j)`, kept where a complex pair
         crosses (not a neutral saddle); defining system `F = 0, J v = i omega v`;
         with its first Lyapunov coefficient;

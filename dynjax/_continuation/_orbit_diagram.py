@@ -192,13 +192,6 @@ def _diagram(sweep, values, x0s, n_transient, n_keep):
     )
 
 
-class _Field(eqx.Module):
-    name: str = eqx.field(static=True)
-
-    def __call__(self, system):
-        return getattr(system, self.name)
-
-
 class _OfFlow(eqx.Module):
     where: Callable = eqx.field(static=True)
 
@@ -256,7 +249,7 @@ def _setup(
     # (Selectors that compare equal across calls, so that a repeated sweep reuses
     # the compiled program; a `lambda` passed in is reused only if it is the same
     # object.)
-    where = _Field(parameter) if isinstance(parameter, str) else _where(parameter)
+    where = _where(parameter)
     try:
         leaf = where(system)
     except (AttributeError, KeyError) as e:
