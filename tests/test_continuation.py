@@ -635,14 +635,6 @@ def test_henon_fold_and_flip(henon):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotImplementedError,
-    reason="bug: gradients reach the continuation loop (SVD with full_matrices in "
-    "`initial_tangent` has no JVP; eig eigenvectors in `_refine`'s initial guess "
-    "and in the first Lyapunov coefficient neither); fix: run everything except "
-    "the defining-system root finds on a stop-gradient copy of the problem",
-)
 @pytest.mark.parametrize("sigma, beta", _LORENZ_CASES)
 def test_grad_of_lorenz_hopf(sigma, beta):
     def rho_hopf(system):

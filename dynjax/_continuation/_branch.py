@@ -63,8 +63,9 @@ class Bifurcations(eqx.Module):
         multipliers `exp(+-i theta)`; `NaN` otherwise.
     - `lyapunov_coefficient`: shape `(K,)`, the first Lyapunov coefficient `l1`
         of a Hopf point (negative: supercritical, a stable cycle is born;
-        positive: subcritical), Kuznetsov's normalization `l1 = Re c1 / omega`;
-        `NaN` otherwise.
+        positive: subcritical), normalized as in
+        `dynjax.first_lyapunov_coefficient`; `NaN` otherwise. Not differentiated
+        (it needs eigenvectors); `parameter`, `state` and `frequency` are.
     - `index`: shape `(K,)`, the point lies between branch points `index` and
         `index + 1`.
     - `converged`: shape `(K,)`, whether the defining system was solved.
@@ -435,6 +436,11 @@ def _combine(back, fwd):
 @eqx.filter_jit
 def _continuation(problem, x0, p0, opts, direction, max_bifurcations):
     dtype = x0.dtype
+    # Derivatives flow only through the final defining-system solves (implicit
+    # function theorem); the loop, SVD and eig see a stop-gradient copy.
+    dynamic, static = eqx.partition(problem, eqx.is_inexact_array)
+    grad_system = problem.system
+    problem = eqx.combine(jax.lax.stop_gradient(dynamic), static)
     # Correct the starting point at fixed p0.
     solver = optx.Newton(rtol=opts.rtol, atol=opts.atol, linear_solver=lx.LU())
     start = optx.root_find(
@@ -498,7 +504,7 @@ def _continuation(problem, x0, p0, opts, direction, max_bifurcations):
                 )
             else:
                 branches.append(
-                    lambda z, name=name: _refine(problem, problem.system, z, name, opts)
+                    lambda z, name=name: _refine(problem, grad_system, z, name, opts)
                 )
         return jax.lax.switch(kind, branches, z)
 
@@ -516,7 +522,12 @@ def _continuation(problem, x0, p0, opts, direction, max_bifurcations):
                 lambda: jnp.array(jnp.nan, dtype),
             )
 
-        l1 = jax.vmap(l1_of)(refined, jnp.nan_to_num(freq), kinds)
+        # (Not differentiated: eig has no eigenvector derivatives.)
+        l1 = jax.vmap(l1_of)(
+            jax.lax.stop_gradient(refined),
+            jax.lax.stop_gradient(jnp.nan_to_num(freq)),
+            kinds,
+        )
         real_pair = (kinds == 2) & ~(jnp.nan_to_num(freq) > 1e-8)
         found = found & ~real_pair
     else:
