@@ -396,9 +396,8 @@ def train(
     stability*, ICLR (2021); Q. Li, C. Tai and W. E, *Stochastic modified
     equations and dynamics of stochastic gradient algorithms I*, JMLR 20 (2019).
     """
-    for name, v in (("n_steps", n_steps),):
-        if not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"`{name}` must be an int >= 0, got {v!r}.")
+    if not isinstance(n_steps, (int, np.integer)) or n_steps < 0:
+        raise ValueError(f"`n_steps` must be an int >= 0, got {n_steps!r}.")
     for name, v in (("record_every", record_every), ("chunk_size", chunk_size)):
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"`{name}` must be a positive int, got {v!r}.")
