@@ -16,7 +16,7 @@ from .._misc import progress_bar
 from .._results import RESULTS
 from .._system._checks import user_stacklevel
 from ._curvature import hessian_vector_product, lanczos_top
-from ._fit import _all_finite, _ByValue, _check_data
+from ._fit import _ByValue, _check_data
 from ._maps import _step, OptimizerMap
 
 
@@ -26,17 +26,19 @@ class SharpnessProbe(eqx.Module):
     Every `every` steps, `iterations` Lanczos steps on Hessian-vector products of
     the loss on `batch_size` random samples (all of `data` if `None`), warm-started
     from the previous probe's vector advanced by one power step, so the estimate
-    keeps improving across probes while the Hessian drifts slowly. Each probe
-    costs `iterations` Hessian-vector products (about two gradients each); in
-    full-batch training probed on the full batch the first one shares the
-    step's gradient computation (`jax.jvp` of `jax.value_and_grad`) and costs
-    about one gradient. The default, `iterations=1`, is power iteration spread
-    over training: cheap (the overhead is measured in `benchmarks/training.py`)
-    and accurate once warmed up, but it tracks the eigenvalue of largest
-    magnitude and its first values are those of a random start. Use 2-20 where
-    the Hessian changes fast, where a negative curvature could dominate
-    (Lanczos finds the largest algebraic eigenvalue), or where each value must
-    be accurate on its own (`dynjax.sharpness` converges at one point).
+    keeps improving across probes while the Hessian drifts slowly. Each
+    Hessian-vector product costs about 2.5 gradients (by flop count on an MLP);
+    in full-batch training probed on the full batch the first one shares the
+    step's gradient pass (`jax.jvp` of `jax.value_and_grad`) and adds about 1.8.
+    The default, `iterations=1`, is power iteration spread over training: cheap
+    (+15 % to +32 % per step at `every=10` in `benchmarks/training.py`), but a
+    Rayleigh quotient, so it reads low, by 5-8 % at the edge of stability where
+    the top two eigenvalues are close, and its first values are those of a
+    random start. Use 3-10 where each value must be accurate (`iterations=10`:
+    about `1e-4` relative there), where the Hessian changes fast, or where a
+    negative curvature could dominate (Lanczos finds the largest algebraic
+    eigenvalue, power iteration the largest in magnitude); `dynjax.sharpness`
+    converges at one point.
     """
 
     every: int = eqx.field(static=True, default=10)
@@ -222,22 +224,18 @@ def _chunk(om, x, prev, key, v_sharp, v_lyap, start, n_active, batch_size,
                     om.state_layout.ravel(new_state).astype(dtype),
                 ]
             )
+            gnorm = jnp.linalg.norm(g).astype(dtype)
             loss_ok = jnp.isfinite(value)
-            ok = loss_ok & _all_finite(grads) & jnp.all(jnp.isfinite(x_new))
-            x_, prev_ = jax.lax.cond(
-                ok,
-                lambda _: (x_new, x),
-                lambda _: jax.lax.cond(
-                    loss_ok, lambda _: (x, prev), lambda _: (prev, prev), None
-                ),
-                None,
-            )
+            # (A non-finite gradient shows in its norm; a finite gradient can
+            # still give a non-finite update, e.g. a NaN schedule.)
+            ok = loss_ok & jnp.isfinite(gnorm) & jnp.all(jnp.isfinite(x_new))
+            # Keep the last iterate whose loss was finite: after a non-finite
+            # loss, the one before (`prev`); after a non-finite gradient or
+            # update, the current one.
+            x_ = jnp.where(ok, x_new, jnp.where(loss_ok, x, prev))
+            prev_ = jnp.where(ok, x, prev)
             stop_ = jnp.where(ok, stop, n).astype(stop.dtype)
-            out = (
-                value.astype(dtype),
-                _global_norm(grads).astype(dtype),
-                _global_norm(updates).astype(dtype),
-            )
+            out = (value.astype(dtype), gnorm, _global_norm(updates).astype(dtype))
             return (x_, prev_, key_next, stop_), out, hv
 
         def skip(_):
@@ -248,9 +246,15 @@ def _chunk(om, x, prev, key, v_sharp, v_lyap, start, n_active, batch_size,
         )
         # Probes and records at the iterate the step's loss was evaluated at.
         do_record = active & (n % record_every == 0)
-        record = x[:p] if projection is None else projection @ x[:p]
-        buf = buf.at[n_rec].set(jnp.where(do_record, record, buf[n_rec]))
-        buf_steps = buf_steps.at[n_rec].set(jnp.where(do_record, n, buf_steps[n_rec]))
+
+        def write(bufs):
+            buf, buf_steps = bufs
+            record = x[:p] if projection is None else projection @ x[:p]
+            return buf.at[n_rec].set(record), buf_steps.at[n_rec].set(n)
+
+        buf, buf_steps = jax.lax.cond(
+            do_record, write, lambda bufs: bufs, (buf, buf_steps)
+        )
         n_rec = n_rec + do_record.astype(n_rec.dtype)
         s_value, v_sharp_new = nan, v_sharp
         if sharp is not None:
@@ -349,7 +353,7 @@ def train(
     whose loss was finite. float32, the norm for training, is reliable here (no
     precision warning). The default `SharpnessProbe(iterations=1)` tracks the
     sharpness within a few percent (below it: a Rayleigh quotient) at the edge of
-    stability; `iterations=10` gives about `1e-5` relative. Ctrl-C
+    stability; `iterations=10` gives about `1e-4` relative. Ctrl-C
     raises `dynjax.TrainingInterrupted` holding
     the completed chunks. `resume=` continues a returned trajectory (same loss,
     optimizer, data and options); the result equals one uninterrupted run.
