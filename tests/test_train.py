@@ -334,6 +334,9 @@ def test_probe_failure_is_reported_and_resume_is_checked():
     with pytest.raises(ValueError, match="another `optimizer`"):
         dynjax.train(_mse, None, optax.sgd(0.1), 5, data=(x, y), probes=probes,
                      resume=ok, progress=False)  # fmt: skip
+    # Probes may change on resume (they do not change the run).
+    more = dynjax.train(_mse, None, fixed, 5, data=(x, y), resume=ok, progress=False)
+    assert more.n_steps == 15 and more.lyapunov.shape == ok.lyapunov.shape
     with pytest.raises(ValueError, match="another `batch_size`"):
         dynjax.train(_mse, None, fixed, 5, data=(x, y), probes=probes, batch_size=4,
                      resume=ok, progress=False)  # fmt: skip

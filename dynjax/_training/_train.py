@@ -381,7 +381,9 @@ def train(
         for the stability ratio; it does not change the optimizer.
     - `chunk_size`: steps per compiled chunk (the progress granularity).
     - `progress`: show a tqdm bar.
-    - `resume`: a `TrainingTrajectory` to continue.
+    - `resume`: a `TrainingTrajectory` to continue, with the same `loss`,
+        `optimizer`, `data` shapes, `batch_size` and `projection` (checked);
+        `probes` and `record_every` may change.
 
     **Returns:**
 
@@ -430,8 +432,6 @@ def train(
         ("data", str(jax.tree.structure(data)),
          tuple((x.shape, x.dtype.name) for x in jax.tree.leaves(data))),
         ("batch_size", batch_size),
-        ("probes", sharp, lyap),
-        ("record_every", record_every),
         ("projection", projection),
     )  # fmt: skip
     if resume is not None and resume.signature:
@@ -439,9 +439,9 @@ def train(
             if new != old:
                 raise ValueError(
                     f"`resume=` continues a run made with another `{new[0]}`: pass "
-                    f"the same `loss`, `optimizer`, `data` (shapes), `batch_size`, "
-                    "`probes`, `record_every` and `projection` as the run it "
-                    "continues."
+                    "the same `loss`, `optimizer`, `data` (shapes), `batch_size` "
+                    "and `projection` as the run it continues (probes and "
+                    "`record_every` may change)."
                 )
     for size, what in ((batch_size, "batch_size"),) + (
         ((sharp.batch_size, "SharpnessProbe(batch_size)"),) if sharp else ()
