@@ -4,7 +4,6 @@ import importlib.metadata
 
 from . import aelle as aelle, plot as plot, rnn as rnn, systems as systems
 from ._continuation import (
-    BifurcationKind as BifurcationKind,
     Bifurcations as Bifurcations,
     Branch as Branch,
     continuation as continuation,

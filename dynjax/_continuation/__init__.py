@@ -1,5 +1,4 @@
 from ._branch import (
-    BifurcationKind as BifurcationKind,
     Bifurcations as Bifurcations,
     Branch as Branch,
     continuation as continuation,

@@ -27,24 +27,6 @@ from ._arclength import (
 )
 
 
-class BifurcationKind(eqx.Enumeration):
-    """The codimension-one bifurcations detected along a branch."""
-
-    none = "none"
-    fold = "fold (saddle-node)"
-    branch_point = "branch point (transcritical / pitchfork)"
-    hopf = "Hopf"
-    flip = "flip (period doubling)"
-    neimark_sacker = "Neimark-Sacker"
-
-
-_KINDS = (
-    BifurcationKind.fold,
-    BifurcationKind.branch_point,
-    BifurcationKind.hopf,
-    BifurcationKind.flip,
-    BifurcationKind.neimark_sacker,
-)
 _NAMES = ("fold", "branch_point", "hopf", "flip", "neimark_sacker")
 
 
