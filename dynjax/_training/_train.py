@@ -20,6 +20,15 @@ from ._fit import _ByValue, _check_data
 from ._maps import _step, OptimizerMap
 
 
+def _check_counts(probe, names):
+    for name in names:
+        v = getattr(probe, name)
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(
+                f"`{type(probe).__name__}({name}=...)` must be an int >= 1."
+            )
+
+
 class SharpnessProbe(eqx.Module):
     """Track the sharpness (the top Hessian eigenvalue) during `dynjax.train`.
 
@@ -46,10 +55,7 @@ class SharpnessProbe(eqx.Module):
     batch_size: int | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
-        for name in ("every", "iterations"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"`SharpnessProbe({name}=...)` must be an int >= 1.")
+        _check_counts(self, ("every", "iterations"))
 
 
 class LyapunovProbe(eqx.Module):
@@ -70,10 +76,7 @@ class LyapunovProbe(eqx.Module):
     window: int = eqx.field(static=True, default=20)
 
     def __check_init__(self):
-        for name in ("every", "window"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"`LyapunovProbe({name}=...)` must be an int >= 1.")
+        _check_counts(self, ("every", "window"))
 
 
 class TrainingTrajectory(eqx.Module):
