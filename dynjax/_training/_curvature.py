@@ -101,10 +101,6 @@ def _sharpness(flat, x, data, v0, iterations):
     return theta, u, residual
 
 
-def _start_vector(key, p, dtype):
-    return jax.random.normal(key, (p,), dtype)
-
-
 def sharpness(
     loss: Callable[[PyTree, PyTree], Float[Array, ""]],
     params: PyTree,
@@ -159,7 +155,7 @@ def sharpness(
     x = flat.ravel(params)
     key = jax.random.key(0) if key is None else key
     m = min(iterations, x.shape[0])
-    v0 = _start_vector(key, x.shape[0], x.dtype)
+    v0 = jax.random.normal(key, x.shape, x.dtype)
     theta, u, residual = _sharpness(flat, x, data, v0, m)
     return Sharpness(value=theta, vector=flat.unravel(u), residual=residual)
 
