@@ -612,7 +612,8 @@ def continuation(
         `"backward"`.
     - `max_bifurcations`: slots for bifurcation points.
     - `rtol`, `atol`: Newton tolerances (default `1e-10, 1e-12` in float64,
-        `1e-5, 1e-6` in float32).
+        `1e-5, 1e-6` in float32; continuation is meant for float64: in float32
+        the corrector often cannot reach them and the start fails).
     - `max_newton`: Newton steps per correction.
     - `args`: the system's run-time arguments.
     - `throw`: raise if the start does not converge or the step collapses.
@@ -677,6 +678,16 @@ def continuation(
         branch = eqx.tree_at(
             lambda b: b.parameter,
             branch,
-            raise_if_failed(branch.result, branch.parameter),
+            raise_if_failed(
+                branch.result,
+                branch.parameter,
+                lambda _: (
+                    "In `dynjax.continuation`: the Newton correction of `x0` at `p0` "
+                    "(the start, when the branch has one point) or a step failed. "
+                    "Give an `x0` closer to an equilibrium / fixed point at `p0`, "
+                    "raise `max_newton`, or run in float64 (float32 tolerances are "
+                    "often out of reach for the corrector)."
+                ),
+            ),
         )
     return branch
