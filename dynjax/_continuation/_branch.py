@@ -27,7 +27,21 @@ from ._arclength import (
 )
 
 
-_NAMES = ("fold", "branch_point", "hopf", "flip", "neimark_sacker")
+# Kinds of bifurcation points, by index. Codimension one on branches of equilibria
+# / fixed points (the first five; on branches of cycles "fold", "branch_point",
+# "flip" and "neimark_sacker" refer to the multipliers of the cycle), then the
+# codimension-two points found on curves of codimension-one points.
+_NAMES = (
+    "fold",
+    "branch_point",
+    "hopf",
+    "flip",
+    "neimark_sacker",
+    "cusp",
+    "bogdanov_takens",
+    "bautin",
+    "zero_hopf",
+)
 
 
 class Bifurcations(eqx.Module):
@@ -37,7 +51,10 @@ class Bifurcations(eqx.Module):
     **Attributes:**
 
     - `kind`: shape `(K,)`, an index into `("fold", "branch_point", "hopf",
-        "flip", "neimark_sacker")`, `-1` in unused slots; `names` gives strings.
+        "flip", "neimark_sacker", "cusp", "bogdanov_takens", "bautin",
+        "zero_hopf")`, `-1` in unused slots; `names` gives strings. On a branch
+        of periodic orbits "fold", "branch_point", "flip" (period doubling) and
+        "neimark_sacker" (torus) refer to the cycle's Floquet multipliers.
     - `parameter`: shape `(K,)`, the parameter value.
     - `state`: shape `(K, d)`, the equilibrium or fixed point there.
     - `frequency`: shape `(K,)`: Hopf, the angular frequency `omega` of the
