@@ -107,6 +107,13 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportRedeclaration]
         "branch ends). The points found so far are returned with `throw=False`; "
         "lower `ds_min`, raise `max_newton`, or start past that point."
     )
+    continuation_singular_start = (
+        "The continuation starts at a singular point: the Jacobian [F_x F_p] of the "
+        "branch equations has rank below d there (two or more branches cross, e.g. "
+        "a branch point), so the direction of the branch is not unique. Start a "
+        "little away from the crossing, or use `dynjax.switch_branch` at a located "
+        "branch point."
+    )
 
 
 def is_traced(tree) -> bool:
