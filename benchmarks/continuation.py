@@ -93,8 +93,6 @@ TOL = 1e-10
 MAX_POINTS = 200
 SWEEP_RHO1 = 40.0
 SWEEP_SIGMA = (8.0, 20.0)
-CHART_A, CHART_B = (0.5, 2.0), (0.5, 5.0)
-CHART_X0 = (1.0, 1.0)
 
 
 def rho_hopf(sigma, beta=BETA):
@@ -437,47 +435,91 @@ def case_pydstool(python, repeats, n_sweep):
         )
 
 
-# --- case 3: stability chart ------------------------------------------------------
+# --- case 3: stability charts -----------------------------------------------------
 
 
-def chart_grid(n):
-    return np.linspace(*CHART_A, n), np.linspace(*CHART_B, n)
+def brusselator_field(u, a, b):
+    x, y = u
+    return np.array([a - (b + 1) * x + x * x * y, b * x - x * x * y])
 
 
-def chart_errors(stable, a, b):
-    """Grid points whose stability disagrees with `b < 1 + a^2` (points on the
-    curve itself, neutral, are not counted)."""
-    gap = b[None, :] - 1.0 - a[:, None] ** 2
+def brusselator_jac(u, a, b):
+    x, y = u
+    return np.array([[-(b + 1) + 2 * x * y, x * x], [b - 2 * x * y, -x * x]])
+
+
+def lorenz_field(u, sigma, rho):
+    x, y, z = u
+    return np.array([sigma * (y - x), x * (rho - z) - y, x * y - BETA * z])
+
+
+def lorenz_jac(u, sigma, rho):
+    x, y, z = u
+    return np.array([[-sigma, sigma, 0.0], [rho - z, -1.0, -x], [y, x, -BETA]])
+
+
+def lorenz_x0(sigma, rho, xp=np):
+    """The Newton start: C+ moved by 5 % (so that Newton has work to do)."""
+    r = xp.sqrt(BETA * (rho - 1.0))
+    return 1.05 * xp.stack([r, r, rho - 1.0])
+
+
+# name, system, parameter names, axes, x0 (array or function of the parameters),
+# field and Jacobian for the scipy loop, and the signed distance to the stability
+# boundary (negative: stable; closed forms).
+CHARTS = {
+    "brusselator": dict(
+        title="Brusselator (a, b) chart",
+        system=lambda: dynjax.systems.Brusselator(),
+        names=("a", "b"),
+        axes=((0.5, 2.0), (0.5, 5.0)),
+        x0=np.array([1.0, 1.0]),
+        field=brusselator_field,
+        jac=brusselator_jac,
+        gap=lambda a, b: b - 1.0 - a**2,
+    ),
+    "lorenz": dict(
+        title="Lorenz C+ (sigma, rho) chart",
+        system=lambda: dynjax.systems.Lorenz(beta=BETA),
+        names=("sigma", "rho"),
+        axes=((5.0, 20.0), (2.0, 40.0)),
+        x0=lorenz_x0,
+        field=lorenz_field,
+        jac=lorenz_jac,
+        gap=lambda s, r: r - rho_hopf(s),
+    ),
+}
+
+
+def chart_errors(spec, stable, p1, p2):
+    """Grid points whose stability disagrees with the closed form (points on the
+    boundary itself, neutral, are not counted)."""
+    gap = spec["gap"](p1[:, None], p2[None, :])
     return int(np.sum((stable != (gap < 0)) & (np.abs(gap) > 1e-9)))
 
 
-def chart_scipy(a_values, b_values):
+def chart_scipy(spec, p1, p2):
+    """The peer: a Python loop over the grid, `scipy.optimize.root` (MINPACK
+    `hybr`, analytic Jacobian) and `numpy.linalg.eigvals` per point."""
     import scipy.optimize
 
-    stable = np.zeros((len(a_values), len(b_values)), bool)
-    for i, a in enumerate(a_values):
-        for j, b in enumerate(b_values):
-
-            def F(u):
-                x, y = u
-                return [a - (b + 1) * x + x * x * y, b * x - x * x * y]
-
-            def J(u):
-                x, y = u
-                return [[-(b + 1) + 2 * x * y, x * x], [b - 2 * x * y, -x * x]]
-
-            # (MINPACK's relative `xtol`, not `TOL`: at 1e-10 hybr often reports
-            # "not making good progress" on a converged root; the residual decides.)
-            sol = scipy.optimize.root(F, CHART_X0, jac=J, method="hybr")
-            lam = np.linalg.eigvals(np.asarray(J(sol.x)))
-            found = np.max(np.abs(F(sol.x))) < 1e-8
+    f, J = spec["field"], spec["jac"]
+    x0 = spec["x0"]
+    stable = np.zeros((len(p1), len(p2)), bool)
+    for i, u in enumerate(p1):
+        for j, v in enumerate(p2):
+            start = x0(u, v) if callable(x0) else x0
+            # (MINPACK's relative `xtol` left at its default: at 1e-10 hybr often
+            # reports "not making good progress" on a converged root; the residual
+            # decides.)
+            sol = scipy.optimize.root(f, start, args=(u, v), jac=J, method="hybr")
+            found = np.max(np.abs(f(sol.x, u, v))) < 1e-8
+            lam = np.linalg.eigvals(J(sol.x, u, v))
             stable[i, j] = found and np.all(lam.real < 0)
     return stable
 
 
-def case_chart(n, repeats):
-    a, b = chart_grid(n)
-    name = f"Brusselator stability chart {n} x {n}"
+def stability_chart_fn():
     fn, how = getattr(dynjax, "stability_chart", None), "stability_chart"
     if fn is None:  # landed in dynjax/_continuation/_chart.py before its export
         try:
@@ -485,21 +527,36 @@ def case_chart(n, repeats):
         except ImportError:
             fn = None
         how = "_continuation._chart.stability_chart (not exported yet)"
+    return fn, how
+
+
+def case_chart(key, n, repeats):
+    spec = CHARTS[key]
+    p1, p2 = (np.linspace(lo, hi, n) for lo, hi in spec["axes"])
+    name = f"{spec['title']}, {n} x {n}"
+    fn, how = stability_chart_fn()
     if fn is None:
         row(name, "dynjax", "skipped",
             note="this dynjax has no stability_chart yet")  # fmt: skip
     else:
-        system = dynjax.systems.Brusselator()
+        system = spec["system"]()
+        x0 = spec["x0"]
+        if callable(x0):
+            f0 = x0
+            x0 = lambda u, v: f0(u, v, jnp)  # noqa: E731
+            how += ", x0(p1, p2)"
+        else:
+            x0 = jnp.asarray(x0)
 
         def go():
             return jax.block_until_ready(
-                fn(system, ("a", "b"), jnp.asarray(a), jnp.asarray(b),
-                   jnp.asarray(CHART_X0))
-            )  # fmt: skip
+                fn(system, spec["names"], jnp.asarray(p1), jnp.asarray(p2), x0)
+            )
 
         chart, first = timed(go)
         steady = median_time(go, repeats)
-        stable = np.asarray(chart.converged) & (np.asarray(chart.n_unstable) == 0)
+        ok = np.asarray(chart.converged)
+        stable = ok & (np.asarray(chart.n_unstable) == 0)
         row(
             name,
             "dynjax",
@@ -508,15 +565,14 @@ def case_chart(n, repeats):
             run_s=steady,
             first_s=first,
             rho=np.nan,
-            error=chart_errors(stable, a, b),
+            error=chart_errors(spec, stable, p1, p2),
             n=n * n,
-            note=f"error = points off b < 1 + a^2; "
-            f"{int(np.sum(np.asarray(chart.converged)))} converged",
+            note=f"{int(ok.sum())} converged",
         )
     if "chart-peer" in SKIP:
         return
-    stable, first = timed(lambda: chart_scipy(a, b))
-    steady = median_time(lambda: chart_scipy(a, b), max(1, min(repeats, 3)))
+    stable, first = timed(lambda: chart_scipy(spec, p1, p2))
+    steady = median_time(lambda: chart_scipy(spec, p1, p2), max(1, min(repeats, 3)))
     row(
         name,
         "scipy " + __import__("scipy").__version__,
@@ -525,9 +581,9 @@ def case_chart(n, repeats):
         run_s=steady,
         first_s=first,
         rho=np.nan,
-        error=chart_errors(stable, a, b),
+        error=chart_errors(spec, stable, p1, p2),
         n=n * n,
-        note="error = points off b < 1 + a^2",
+        note="",
     )
 
 
@@ -593,7 +649,8 @@ def main(argv=None):
     p.add_argument(
         "--skip",
         default="",
-        help="comma-separated: pydstool, pycont, sweep, sweep-peers, chart, chart-peer",
+        help="comma-separated: pydstool, pycont, sweep, sweep-peers, chart (both), "
+        "brusselator, lorenz, chart-peer",
     )
     args = p.parse_args(argv)
     SKIP.update(s for s in args.skip.split(",") if s)
@@ -611,8 +668,9 @@ def main(argv=None):
         case_pycont(args.repeats, n_sweep)
     if "pydstool" not in SKIP:
         case_pydstool(args.pydstool_python, args.repeats, n_sweep)
-    if "chart" not in SKIP:
-        case_chart(args.chart_n, args.repeats)
+    for key in CHARTS:
+        if "chart" not in SKIP and key not in SKIP:
+            case_chart(key, args.chart_n, args.repeats)
     print()
     print(table())
 
