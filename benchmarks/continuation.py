@@ -158,8 +158,9 @@ def pydstool_worker(repeats, n_sweep):
     t_first = time.perf_counter() - t0
     times = []
     for i in range(repeats):
+        PC = build(SIGMA, RHO1)  # (a fresh one: curves pile up in a ContClass)
         t0 = time.perf_counter()
-        rho, n, l1 = curve(PC, f"EQ{i + 1}")
+        rho, n, l1 = curve(PC, "EQ")
         times.append(time.perf_counter() - t0)
     out = dict(
         version=importlib.metadata.version("PyDSTool"),
