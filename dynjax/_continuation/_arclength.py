@@ -76,26 +76,37 @@ class ArclengthBranch(eqx.Module):
 
 def arclength(
     F: Callable, z0: Float[Array, " m+1"], t0: Float[Array, " m+1"], args,
-    opts: ArclengthOptions,
+    opts: ArclengthOptions, update: Callable | None = None,
 ) -> ArclengthBranch:  # fmt: skip
     """Continue from the corrected point `z0` with unit tangent `t0`, storing up to
     `opts.n_points` points (the first is `z0`). Adaptive step: doubled (to
     `ds_max`) after a correction in at most 3 Newton steps, halved after a failed
-    or too distant correction, stop below `ds_min` or outside the bounds."""
+    or too distant correction, stop below `ds_min` or outside the bounds.
+
+    `update(args, z)`, if given, returns the `args` to use from the accepted point
+    `z` on (e.g. a phase condition's reference moved to the last point); the
+    tangent at `z` is computed with them, so `t0` should be computed with
+    `update(args, z0)`, which is the `args` of the first step."""
     N = opts.n_points
     dtype = z0.dtype
     zs = jnp.full((N, z0.shape[0]), jnp.nan, dtype).at[0].set(z0)
     ts = jnp.full((N, z0.shape[0]), jnp.nan, dtype).at[0].set(t0)
+    # With `update`, the array leaves of `args` travel in the loop's carry.
+    if update is not None:
+        args = update(args, z0)
+    dynamic, static = eqx.partition(args, eqx.is_array)
 
     def cond(carry):
-        i, _, _, h, _, _, stopped = carry
+        i, _, _, h, _, _, stopped, _ = carry
         return (i < N) & (stopped < 0)
 
     def body(carry):
-        i, z, t, h, zs, ts, stopped = carry
+        i, z, t, h, zs, ts, stopped, dyn = carry
+        a = eqx.combine(dyn, static)
         z_pred = z + h * t
-        z_new, ok, steps = correct(F, z_pred, t, args, opts)
-        t_new = tangent(F, z_new, t, args)
+        z_new, ok, steps = correct(F, z_pred, t, a, opts)
+        a_new = a if update is None else update(a, z_new)
+        t_new = tangent(F, z_new, t, a_new)
         # Reject a correction that went far from the prediction or turned
         # sharply (it jumped to another part of the curve).
         ok = ok & (jnp.linalg.norm(z_new - z_pred) < 0.5 * h + 10 * opts.atol)
@@ -112,11 +123,13 @@ def arclength(
         i = i + accept.astype(i.dtype)
         z = jnp.where(accept, z_new, z)
         t = jnp.where(accept, t_new, t)
-        return i, z, t, h_next, zs, ts, stopped
+        dyn_new = eqx.filter(a_new, eqx.is_array)
+        dyn = jax.tree.map(lambda u, v: jnp.where(accept, u, v), dyn_new, dyn)
+        return i, z, t, h_next, zs, ts, stopped, dyn
 
     h0 = jnp.asarray(opts.ds, dtype)
-    init = (jnp.array(1), z0, t0, h0, zs, ts, jnp.array(-1))
-    i, _, _, _, zs, ts, stopped = jax.lax.while_loop(cond, body, init)
+    init = (jnp.array(1), z0, t0, h0, zs, ts, jnp.array(-1), dynamic)
+    i, _, _, _, zs, ts, stopped, _ = jax.lax.while_loop(cond, body, init)
     return ArclengthBranch(zs, ts, i, jnp.maximum(stopped, 0))
 
 
