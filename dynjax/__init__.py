@@ -13,6 +13,7 @@ from ._continuation import (
     OrbitDiagram as OrbitDiagram,
     period_doublings as period_doublings,
     PeriodDoublings as PeriodDoublings,
+    switch_branch as switch_branch,
 )
 from ._diffusion import (
     AbstractSDE as AbstractSDE,

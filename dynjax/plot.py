@@ -1053,6 +1053,10 @@ _BIFURCATION_MARKERS = {
     "hopf": "*",
     "flip": "o",
     "neimark_sacker": "^",
+    "cusp": "v",
+    "bogdanov_takens": "P",
+    "bautin": "X",
+    "zero_hopf": "h",
 }
 _BIFURCATION_LABELS = {
     "fold": "fold",
@@ -1060,6 +1064,10 @@ _BIFURCATION_LABELS = {
     "hopf": "Hopf",
     "flip": "flip",
     "neimark_sacker": "Neimark-Sacker",
+    "cusp": "cusp",
+    "bogdanov_takens": "Bogdanov-Takens",
+    "bautin": "Bautin",
+    "zero_hopf": "zero-Hopf",
 }
 
 
@@ -1122,7 +1130,7 @@ def bifurcation_diagram(
     unbroken), then that branch's bifurcation
     points, one line of markers per kind, labelled with the kind for the
     legend; each point is also named by a text annotation (`ax.texts`). The
-    legend, to the right of the axes, shows the kinds and the two line styles.
+    legend, inside the axes, shows the kinds and the two line styles.
 
     **Raises:**
 
@@ -1212,14 +1220,8 @@ def bifurcation_diagram(
         )
         for kind in kinds_seen
     ]
-    ax.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(1.02, 1.0),
-        borderaxespad=0.0,
-        fontsize="small",
-        frameon=False,
-    )
+    # (Inside the axes: a legend outside is clipped by a plain `savefig`.)
+    ax.legend(handles=handles, loc="best", fontsize="small", framealpha=0.8)
     ax.set_xlabel(parameter)
     ax.set_ylabel(_labels(system, None, d)[coordinate])
     return ax

@@ -700,3 +700,106 @@ def test_start_far_from_any_equilibrium(saddle_node):
     branch = dynjax.continuation(system, _MU, x0, -1.0, throw=False, **_SN_OPTS)
     assert branch.result != RESULTS.successful
     assert branch.result == RESULTS.not_converged
+
+
+# --- branch switching (Keller's algebraic branching equation) -------------------
+
+
+@pytest.fixture(scope="module")
+def pitchfork_switched(pitchfork):
+    return dynjax.switch_branch(
+        PitchforkNormalForm(mu=-1.0),
+        _MU,
+        pitchfork,
+        0,
+        ds=0.0137,
+        p_min=-1.5,
+        p_max=1.0,
+    )
+
+
+def test_switch_onto_the_pitchfork(pitchfork_switched):
+    branch = pitchfork_switched
+    assert branch.result == RESULTS.successful
+    mu, states, lam, stable, _ = _valid(branch)
+    x = states[:, 0]
+    # x' = mu x - x^3, y' = -y: the new branch is x = +-sqrt(mu), y = 0, both halves
+    # (the continuation passes through the branch point), eigenvalues (-2 mu, -1).
+    assert mu.max() > 0.9 and x.max() > 0.9 and x.min() < -0.9
+    assert mu.min() > -1e-8
+    np.testing.assert_allclose(x**2, mu, atol=1e-8)
+    np.testing.assert_allclose(states[:, 1], 0.0, atol=1e-12)
+    away = mu > 1e-3
+    assert np.all(stable[away])
+    for m, li in zip(mu[away], lam[away]):
+        np.testing.assert_allclose(_sorted(li), _sorted([-2 * m, -1.0]), atol=1e-9)
+    # The branch point is found again on the new branch, at the origin.
+    mu_bp, state, _ = _only(branch, "branch_point")
+    assert abs(mu_bp) < 1e-8
+    np.testing.assert_allclose(state, [0.0, 0.0], atol=1e-8)
+
+
+def test_switch_onto_the_transcritical(transcritical):
+    # x' = mu x - x^2, y' = -y: the other branch x = mu crosses x = 0 at 0, not
+    # orthogonally (the branching equation, not a perpendicular guess).
+    branch = dynjax.switch_branch(
+        TranscriticalNormalForm(mu=-1.0), "mu", transcritical, 0, **_TC_OPTS
+    )
+    mu, states, _, stable, _ = _valid(branch)
+    assert mu.min() < -1.0 and mu.max() > 0.5
+    np.testing.assert_allclose(states[:, 0], mu, atol=1e-10)
+    # x = mu is stable for mu > 0 (eigenvalue mu - 2x = -mu), unstable below.
+    assert np.all(stable[mu > 1e-3]) and not np.any(stable[mu < -1e-3])
+
+
+def test_switch_onto_the_period_two_branch(logistic_fixed):
+    branch = dynjax.switch_branch(
+        Logistic(r=2.5), "r", logistic_fixed, 0, p_min=2.0, p_max=3.5
+    )
+    assert branch.period == 2
+    r, states, mult, stable, _ = _valid(branch)
+    x = states[:, 0]
+    # Period-2 points ((r + 1) +- sqrt((r - 3)(r + 1))) / (2 r) for r > 3, both
+    # (the two phases of the cycle), multiplier 4 + 2 r - r^2.
+    assert r.min() > 3 - 1e-8 and r.max() > 3.4
+    disc = np.sqrt(np.maximum((r - 3) * (r + 1), 0.0))
+    plus, minus = ((r + 1) + disc) / (2 * r), ((r + 1) - disc) / (2 * r)
+    err = np.minimum(np.abs(x - plus), np.abs(x - minus))
+    assert err.max() < 1e-8
+    assert np.sum(x > plus - 1e-6) > 5 and np.sum(x < minus + 1e-6) > 5
+    away = r > 3.001
+    np.testing.assert_allclose(mult[away, 0], 4 + 2 * r[away] - r[away] ** 2, atol=1e-8)
+    # The period-2 branch's own flip (to period 4) at 1 + sqrt(6).
+    flips = [
+        float(p)
+        for p, name in zip(branch.bifurcations.parameter, branch.bifurcations.names)
+        if name == "flip"
+    ]
+    assert flips and min(abs(f - (1 + np.sqrt(6.0))) for f in flips) < 1e-8
+
+
+def test_switch_branch_bad_point(logistic_fixed, saddle_node):
+    with pytest.raises(ValueError, match="must index one of the 1 bifurcation"):
+        dynjax.switch_branch(Logistic(r=2.5), "r", logistic_fixed, 3)
+    with pytest.raises(ValueError, match="a fold has one branch through it"):
+        dynjax.switch_branch(
+            SaddleNodeNormalForm(mu=1.0), _MU, saddle_node, 0, **_SN_OPTS
+        )
+
+
+def test_start_residual_reported(saddle_node):
+    del saddle_node
+    system = SaddleNodeNormalForm(mu=-1.0)
+    # mu - x^2 at x = 3, mu = -1: residual |-10| = 10 (y' = -y: 0).
+    with pytest.raises(eqx.EquinoxRuntimeError, match=r"max\|F\(x0, p0\)\| .* is 10"):
+        dynjax.continuation(system, _MU, jnp.array([3.0, 0.0]), -1.0, **_SN_OPTS)
+
+
+def test_singular_start():
+    # Starting exactly on the pitchfork's branch point: [F_x F_p] = 0 in x there,
+    # two branches cross and the tangent is not unique.
+    with pytest.raises(eqx.EquinoxRuntimeError, match="starts at a singular point"):
+        dynjax.continuation(
+            PitchforkNormalForm(mu=0.0), _MU, jnp.array([0.0, 0.0]), 0.0,
+            ds=0.0137, p_min=-1.5, p_max=1.0,
+        )  # fmt: skip

@@ -3,6 +3,7 @@ from ._branch import (
     Branch as Branch,
     continuation as continuation,
     first_lyapunov_coefficient as first_lyapunov_coefficient,
+    switch_branch as switch_branch,
 )
 from ._orbit_diagram import (
     feigenbaum_ratios as feigenbaum_ratios,

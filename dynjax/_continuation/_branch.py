@@ -18,6 +18,7 @@ from .._system._base import AbstractFlow, AbstractMap, AbstractSystem
 from .._system._checks import conform
 from ._arclength import (
     arclength,
+    ArclengthBranch,
     ArclengthOptions,
     augmented_jacobian,
     correct,
@@ -102,6 +103,7 @@ class Branch(eqx.Module):
     - `n_points`: the number of points on the branch.
     - `bifurcations`: a `dynjax.Bifurcations`.
     - `result`: `RESULTS.successful`, or why the branch ended early.
+    - `period`: for maps, the period `p` of the points (`G^p(x) = x`); 1 for flows.
     """
 
     parameter: Float[Array, " N"]
@@ -113,6 +115,7 @@ class Branch(eqx.Module):
     n_points: Int[Array, ""]
     bifurcations: Bifurcations
     result: RESULTS
+    period: int = eqx.field(static=True, default=1)
 
 
 # --- the problem F(x, p) = 0 ------------------------------------------------------
@@ -432,15 +435,9 @@ def _combine(back, fwd):
     return zs, ts, nb + nf - 1
 
 
-@eqx.filter_jit
-def _continuation(problem, x0, p0, opts, direction, max_bifurcations):
-    dtype = x0.dtype
-    # Derivatives flow only through the final defining-system solves (implicit
-    # function theorem); the loop, SVD and eig see a stop-gradient copy.
-    dynamic, static = eqx.partition(problem, eqx.is_inexact_array)
-    grad_system = problem.system
-    problem = eqx.combine(jax.lax.stop_gradient(dynamic), static)
-    # Correct the starting point at fixed p0.
+def _start(problem, x0, p0, opts, sign):
+    """Correct `x0` at fixed `p0`; the unit tangent there, and whether the point is
+    regular (`[F_x F_p]` of full rank `d`, so the tangent is unique)."""
     solver = optx.Newton(rtol=opts.rtol, atol=opts.atol, linear_solver=lx.LU())
     start = optx.root_find(
         lambda x, a: a.residual(jnp.concatenate([x, p0[None]])),
@@ -450,15 +447,68 @@ def _continuation(problem, x0, p0, opts, direction, max_bifurcations):
         max_steps=opts.max_newton,
         throw=False,
     )
-    start_ok = start.result == optx.RESULTS.successful
-    z0 = jnp.concatenate([start.value, p0[None]])
-    sign = 1.0 if direction != "backward" else -1.0
+    ok = start.result == optx.RESULTS.successful
+    # (Newton fails where F_x is singular; a start that is already a solution is
+    # kept, so that a singular start is reported as such.)
+    z_given = jnp.concatenate([x0, p0[None]])
+    solved = jnp.max(jnp.abs(_F(z_given, problem))) <= opts.atol
+    x = jnp.where(ok | ~solved, start.value, x0)
+    ok = ok | solved
+    z0 = jnp.concatenate([x, p0[None]])
     t0 = initial_tangent(_F, z0, problem, sign)
-    fwd = arclength(_F, z0, t0, problem, opts)
-    if direction == "both":
-        back = arclength(_F, z0, -t0, problem, opts)
+    sv = jnp.linalg.svd(jax.jacfwd(_F)(z0, problem), compute_uv=False)
+    eps = jnp.finfo(z0.dtype).eps
+    regular = sv[-1] > 1e3 * eps * jnp.maximum(sv[0], 1.0)
+    return z0, t0, ok, regular
+
+
+def _switch_start(problem, z_b, t_other, opts):
+    """Step `ds` off the branch point `z_b` along the other branch's tangent and
+    correct there (Keller 1977)."""
+    z_pred = z_b + opts.ds * t_other
+    z0, ok, _ = correct(_F, z_pred, t_other, problem, opts)
+    t0 = tangent(_F, z0, t_other, problem)
+    return z0, t0, ok & jnp.all(jnp.isfinite(t0)), jnp.array(True)
+
+
+@eqx.filter_jit
+def _continuation(problem, x0, p0, opts, direction, max_bifurcations, switch=None):
+    dtype = x0.dtype
+    # Derivatives flow only through the final defining-system solves (implicit
+    # function theorem); the loop, SVD and eig see a stop-gradient copy.
+    dynamic, static = eqx.partition(problem, eqx.is_inexact_array)
+    grad_system = problem.system
+    problem = eqx.combine(jax.lax.stop_gradient(dynamic), static)
+    sign = 1.0 if direction != "backward" else -1.0
+    if switch is None:
+        z0, t0, start_ok, regular = _start(problem, x0, p0, opts, sign)
+        fwd = arclength(_F, z0, t0, problem, opts)
+        if direction == "both":
+            back = arclength(_F, z0, -t0, problem, opts)
+        else:
+            back = eqx.tree_at(lambda b: b.n, fwd, jnp.array(1))
     else:
-        back = eqx.tree_at(lambda b: b.n, fwd, jnp.array(1))
+        # From a branch point `(x0, p0)`: `switch` is the other branch's tangent
+        # there. Each direction starts one step off the branch point (a first
+        # prediction onto the branch point itself could turn onto the known
+        # branch), the backward start stored in front of its points.
+        z_b = jnp.concatenate([x0, p0[None]])
+        t_b = sign * switch
+        z0, t0, start_ok, regular = _switch_start(problem, z_b, t_b, opts)
+        fwd = arclength(_F, z0, t0, problem, opts)
+        if direction == "both":
+            zm, tm, ok_m, _ = _switch_start(problem, z_b, -t_b, opts)
+            back = arclength(_F, zm, tm, problem, opts)
+            start_ok = start_ok & ok_m
+            N = back.zs.shape[0]
+            back = ArclengthBranch(
+                zs=jnp.concatenate([z0[None], back.zs[:-1]]),
+                tangents=jnp.concatenate([-t0[None], back.tangents[:-1]]),
+                n=jnp.minimum(back.n + 1, N),
+                stopped=back.stopped,
+            )
+        else:
+            back = eqx.tree_at(lambda b: b.n, fwd, jnp.array(1))
     zs, ts, n = _combine(back, fwd)
     zs = jax.lax.stop_gradient(zs)
     ts = jax.lax.stop_gradient(ts)
@@ -550,9 +600,14 @@ def _continuation(problem, x0, p0, opts, direction, max_bifurcations):
     result = RESULTS.where(
         ~start_ok,
         RESULTS.not_converged,
-        RESULTS.where(stopped_early, RESULTS.continuation_step_collapsed,
-                      RESULTS.successful),
-    )  # fmt: skip
+        RESULTS.where(
+            ~regular,
+            RESULTS.continuation_singular_start,
+            RESULTS.where(
+                stopped_early, RESULTS.continuation_step_collapsed, RESULTS.successful
+            ),
+        ),
+    )
     return Branch(
         parameter=jnp.where(valid, zs[:, -1], jnp.nan),
         states=zs[:, :-1],
@@ -563,6 +618,7 @@ def _continuation(problem, x0, p0, opts, direction, max_bifurcations):
         n_points=n,
         bifurcations=bif,
         result=result,
+        period=problem.period,
     )
 
 
@@ -642,17 +698,33 @@ def continuation(
     **Raises:**
 
     `ValueError` if `parameter` is not a scalar field, `period < 1`, a flow is
-    given `period`, or `system` is a driven map; at run time (with `throw`) if
-    `x0` is not near a point of the branch at `p0`.
+    given `period`, or `system` is a driven map; at run time (with `throw`,
+    `equinox.EquinoxRuntimeError`) if `x0` is not near a point of the branch at
+    `p0` (the message gives the residual at `x0`), if `(x0, p0)` is a singular point
+    where branches cross (no unique tangent: start off it, or use
+    `dynjax.switch_branch`), or if the step collapses.
 
     **References:** H. B. Keller, *Numerical solution of bifurcation and nonlinear
     eigenvalue problems* (1977); Yu. A. Kuznetsov, *Elements of Applied
     Bifurcation Theory*, 3rd ed. (Springer, 2004), chapter 10; W. Govaerts,
     *Numerical Methods for Bifurcations of Dynamical Equilibria* (SIAM, 2000).
     """
+    problem, x0, opts = _prepare(
+        system, parameter, x0, period, direction, ds, ds_min, ds_max, p_min, p_max,
+        n_points, rtol, atol, max_newton, args, "continuation",
+    )  # fmt: skip
+    p0 = jnp.asarray(p0, x0.dtype)
+    branch = _continuation(problem, x0, p0, opts, direction, max_bifurcations)
+    return _maybe_throw(branch, problem, x0, p0, throw, "continuation")
+
+
+def _prepare(
+    system, parameter, x0, period, direction, ds, ds_min, ds_max, p_min, p_max,
+    n_points, rtol, atol, max_newton, args, verb,
+):  # fmt: skip
     if not isinstance(system, (AbstractFlow, AbstractMap)):
         raise ValueError(
-            "`continuation` takes a flow or a map; a driven map has no equilibria "
+            f"`{verb}` takes a flow or a map; a driven map has no equilibria "
             "without fixing its input."
         )
     if not isinstance(period, int) or period < 1:
@@ -674,9 +746,8 @@ def continuation(
         raise ValueError(
             f"The continuation parameter must be a scalar float field, got {leaf!r}."
         )
-    system, x0, args = conform(system, x0, verb="continuation", args=args)
-    dtype = x0.dtype
-    f64 = jnp.finfo(dtype).bits >= 64
+    system, x0, args = conform(system, x0, verb=verb, args=args)
+    f64 = jnp.finfo(x0.dtype).bits >= 64
     opts = ArclengthOptions(
         ds=ds,
         ds_min=ds_min,
@@ -688,23 +759,188 @@ def continuation(
         lower=p_min,
         upper=p_max,
     )
-    problem = _Problem(system, where, period, args)
-    p0 = jnp.asarray(p0, dtype)
-    branch = _continuation(problem, x0, p0, opts, direction, max_bifurcations)
-    if throw:
-        branch = eqx.tree_at(
-            lambda b: b.parameter,
-            branch,
-            raise_if_failed(
-                branch.result,
-                branch.parameter,
-                lambda _: (
-                    "In `dynjax.continuation`: the Newton correction of `x0` at `p0` "
-                    "(the start, when the branch has one point) or a step failed. "
-                    "Give an `x0` closer to an equilibrium / fixed point at `p0`, "
-                    "raise `max_newton`, or run in float64 (float32 tolerances are "
-                    "often out of reach for the corrector)."
-                ),
-            ),
+    return _Problem(system, where, period, args), x0, opts
+
+
+def _maybe_throw(branch, problem, x0, p0, throw, verb):
+    if not throw:
+        return branch
+
+    def details(_):
+        code = int(np.asarray(branch.result._value))
+        if code == int(np.asarray(RESULTS.continuation_singular_start._value)):
+            return ""
+        if code == int(np.asarray(RESULTS.not_converged._value)) and verb == (
+            "continuation"
+        ):
+            z = jnp.concatenate([x0, jnp.reshape(p0, (1,))])
+            r = float(jnp.max(jnp.abs(problem.residual(z))))
+            return (
+                f"In `dynjax.continuation`: the Newton correction of `x0` at `p0` "
+                f"failed; the residual max|F(x0, p0)| at the given `x0` is {r:.3g} "
+                f"({'f(x0)' if not problem.is_map else 'G^p(x0) - x0'}). Give an "
+                "`x0` closer to an equilibrium / fixed point at `p0`, raise "
+                "`max_newton`, or run in float64 (float32 tolerances are often out "
+                "of reach for the corrector)."
+            )
+        if code == int(np.asarray(RESULTS.not_converged._value)):
+            return (
+                "In `dynjax.switch_branch`: the correction one step `ds` along the "
+                "other branch failed. Lower `ds`, or raise `max_newton`."
+            )
+        return f"In `dynjax.{verb}`."
+
+    return eqx.tree_at(
+        lambda b: b.parameter,
+        branch,
+        raise_if_failed(branch.result, branch.parameter, details),
+    )
+
+
+# --- branch switching --------------------------------------------------------------
+
+
+def _other_tangent(problem, z, t_known):
+    """The tangent of the second branch through the branch point `z`: the roots of
+    the algebraic branching equation `c11 a^2 + 2 c12 a b + c22 b^2 = 0`, with
+    `c_ij = psi . F_zz[q_i, q_j]` on the null space `{q_1, q_2}` of `F_z` and
+    `psi` its left null vector (Keller 1977; Seydel 2010, section 5.5); the root
+    less parallel to the known branch's tangent `t_known`. Returns the tangent and
+    the discriminant ratio (negative: no real second branch)."""
+    Fz = jax.jacfwd(_F)(z, problem)
+    u, _, vt = jnp.linalg.svd(Fz, full_matrices=True)
+    q, psi = vt[-2:], u[:, -1]
+
+    def d2(a, b):
+        inner = lambda y: jax.jvp(lambda w: _F(w, problem), (y,), (a,))[1]  # noqa: E731
+        return jax.jvp(inner, (z,), (b,))[1]
+
+    C = jnp.stack([jnp.stack([psi @ d2(qi, qj) for qj in q]) for qi in q])
+    C = 0.5 * (C + C.T)
+    lam, U = jnp.linalg.eigh(C)  # v^T C v = 0 at v = U (sqrt|l1|, +-sqrt|l0|)
+    a, b = jnp.sqrt(jnp.abs(lam[1])), jnp.sqrt(jnp.abs(lam[0]))
+    roots = jnp.stack([U @ jnp.stack([a, b]), U @ jnp.stack([a, -b])]) @ q
+    roots = roots / jnp.linalg.norm(roots, axis=1, keepdims=True)
+    t = roots[jnp.argmin(jnp.abs(roots @ t_known))]
+    ref = jnp.where(jnp.abs(t[-1]) > 1e-8, t[-1], t[jnp.argmax(jnp.abs(t))])
+    t = t * jnp.where(ref >= 0, 1.0, -1.0)
+    scale = jnp.maximum(jnp.max(jnp.abs(lam)), jnp.finfo(z.dtype).tiny)
+    return t, lam[0] * lam[1] / scale**2
+
+
+@eqx.filter_jit
+def _switch(problem, z, t_known, opts, direction, max_bifurcations):
+    problem_ = eqx.combine(
+        jax.lax.stop_gradient(eqx.filter(problem, eqx.is_inexact_array)),
+        eqx.filter(problem, eqx.is_inexact_array, inverse=True),
+    )
+    t, disc = _other_tangent(problem_, jax.lax.stop_gradient(z), t_known)
+    branch = _continuation(
+        problem, z[:-1], z[-1], opts, direction, max_bifurcations, switch=t
+    )
+    return branch, disc
+
+
+def switch_branch(
+    system: AbstractSystem,
+    parameter: str | Callable,
+    branch: Branch,
+    k: int,
+    *,
+    ds: float = 1e-2,
+    ds_min: float = 1e-8,
+    ds_max: float = 0.1,
+    p_min: float = -jnp.inf,
+    p_max: float = jnp.inf,
+    n_points: int = 200,
+    direction: Literal["both", "forward", "backward"] = "both",
+    max_bifurcations: int = 16,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_newton: int = 20,
+    args: Args = None,
+    throw: bool = True,
+) -> Branch:
+    r"""Continue the other branch through a branch point, or the period-doubled
+    branch born at a flip, of a branch computed by `dynjax.continuation`.
+
+    At a branch point `z* = (x*, p*)` of `F(x, p) = 0` the Jacobian `F_z` has a
+    two-dimensional null space `{q_1, q_2}`, and the tangents of the branches
+    through `z*` are the roots `t = a q_1 + b q_2` of the algebraic branching
+    equation `psi . F_zz[t, t] = 0` (`psi` the left null vector). The root less
+    parallel to the known branch is taken, a step `ds` is made along it, corrected
+    onto the new branch, and the new branch is continued as by
+    `dynjax.continuation` (in both directions by default, so through the branch
+    point: a pitchfork's two halves are one branch). At a flip (period-doubling)
+    point of period-`p` points of a map the same construction is applied to
+    `G^{2p}(x) - x = 0`, where the period-`p` branch and the period-`2p` branch
+    cross: the result is a branch of period-`2p` points (`Branch.period == 2p`).
+
+    **Arguments:**
+
+    - `system`, `parameter`, `args`: as given to `dynjax.continuation` for
+        `branch`.
+    - `branch`: a `dynjax.Branch` from `dynjax.continuation` (or from this
+        function).
+    - `k`: the index of the bifurcation point in `branch.bifurcations` (see
+        `branch.bifurcations.names`); a `"branch_point"` or a `"flip"`.
+    - `ds`: the first step off the branch point (arclength), and the initial step
+        of the continuation; the remaining keywords are those of
+        `dynjax.continuation`.
+
+    **Returns:**
+
+    A `dynjax.Branch` of the new branch, with its own bifurcation points (the
+    branch point itself is found again on it).
+
+    **Raises:**
+
+    `ValueError` if `k` is not a located branch point or flip of `branch`, or the
+    branching equation has no real second root there (an isolated point); at run
+    time (`equinox.EquinoxRuntimeError`, with `throw`) if the correction after the
+    first step fails (lower `ds`).
+
+    **References:** H. B. Keller, *Numerical solution of bifurcation and nonlinear
+    eigenvalue problems* (1977); R. Seydel, *Practical Bifurcation and Stability
+    Analysis*, 3rd ed. (Springer, 2010), section 5.5; Yu. A. Kuznetsov, *Elements
+    of Applied Bifurcation Theory*, 3rd ed. (2004), section 10.2.3.
+    """
+    bif = branch.bifurcations
+    n = int(bif.n)
+    if not isinstance(k, (int, np.integer)) or not 0 <= k < n:
+        raise ValueError(
+            f"`k` must index one of the {n} bifurcation points of the branch "
+            f"({bif.names}), got {k!r}."
         )
-    return branch
+    name = bif.names[k]
+    if name not in ("branch_point", "flip"):
+        hint = {
+            "fold": "a fold has one branch through it: `dynjax.continuation` passes it",
+            "hopf": "the periodic orbits born at a Hopf point are continued by "
+            "`dynjax.cycle_continuation`",
+        }.get(name, "")
+        raise ValueError(
+            f"`switch_branch` starts from a 'branch_point' or a 'flip'; point {k} "
+            f"is a {name!r}" + (f" ({hint})." if hint else ".")
+        )
+    if not bool(bif.converged[k]):
+        raise ValueError(
+            f"Bifurcation point {k} was not located to full accuracy (its defining "
+            "system did not converge); continue the branch with a smaller `ds_max` "
+            "and try again."
+        )
+    period = branch.period * (2 if name == "flip" else 1)
+    z = jnp.concatenate([bif.state[k], bif.parameter[k][None]])
+    problem, x, opts = _prepare(
+        system, parameter, z[:-1], period, direction, ds, ds_min, ds_max, p_min,
+        p_max, n_points, rtol, atol, max_newton, args, "switch_branch",
+    )  # fmt: skip
+    z = jnp.concatenate([x, z[-1:].astype(x.dtype)])
+    t_known = branch.tangents[int(bif.index[k])].astype(x.dtype)
+    new, disc = _switch(problem, z, t_known, opts, direction, max_bifurcations)
+    if float(disc) > 1e-6:
+        raise ValueError(
+            f"At bifurcation point {k} the branching equation has no real second "
+            "root (an isolated solution, not a crossing of two branches)."
+        )
+    return _maybe_throw(new, problem, x, z[-1], throw, "switch_branch")
