@@ -7,6 +7,8 @@ from ._continuation import (
     Bifurcations as Bifurcations,
     Branch as Branch,
     continuation as continuation,
+    cycle_continuation as cycle_continuation,
+    CycleBranch as CycleBranch,
     feigenbaum_ratios as feigenbaum_ratios,
     first_lyapunov_coefficient as first_lyapunov_coefficient,
     orbit_diagram as orbit_diagram,

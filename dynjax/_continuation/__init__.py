@@ -5,6 +5,10 @@ from ._branch import (
     first_lyapunov_coefficient as first_lyapunov_coefficient,
     switch_branch as switch_branch,
 )
+from ._cycles import (
+    cycle_continuation as cycle_continuation,
+    CycleBranch as CycleBranch,
+)
 from ._orbit_diagram import (
     feigenbaum_ratios as feigenbaum_ratios,
     orbit_diagram as orbit_diagram,
