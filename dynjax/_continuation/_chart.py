@@ -174,7 +174,7 @@ def stability_chart(
 
     `ValueError` if `system` is not a flow or map, `parameters` is not a pair of
     distinct scalar float fields, `values1` / `values2` are not 1-d, `period` is
-    bad, or `x0` has the wrong shape.
+    bad, or `x0` (or what it returns) is not a state of the system.
 
     **References:** Yu. A. Kuznetsov, *Elements of Applied Bifurcation Theory*,
     3rd ed. (Springer, 2004), sections 2.1-2.2 and chapter 8 (two-parameter
@@ -208,11 +208,6 @@ def stability_chart(
         jnp.asarray(values1, dtype), jnp.asarray(values2, dtype), indexing="ij"
     )
     if callable(x0):
-        if x0s.shape != P1.shape + x_ref.shape:
-            raise ValueError(
-                f"`x0(p1, p2)` must return a state of shape {x_ref.shape}, got "
-                f"{x0s.shape[2:]}."
-            )
         x0s = x0s.astype(dtype)
     else:
         x0s = jnp.broadcast_to(x_ref, P1.shape + x_ref.shape)

@@ -268,11 +268,24 @@ def _refine(curve, system, z, name, opts):
         return jnp.concatenate([cv.residual(y), extra[None]])
 
     solver = optx.Newton(rtol=opts.rtol, atol=opts.atol, linear_solver=lx.LU())
-    sol = optx.root_find(G, solver, z, system, max_steps=opts.max_newton, throw=False)
-    ok = (sol.result == optx.RESULTS.successful) & (
-        jnp.linalg.norm(sol.value - z) < opts.ds_max
+    frozen = jax.lax.stop_gradient(system)
+    sol = optx.root_find(G, solver, z, frozen, max_steps=opts.max_newton, throw=False)
+    ok = (
+        (sol.result == optx.RESULTS.successful)
+        & jnp.all(jnp.isfinite(sol.value))
+        & (jnp.linalg.norm(sol.value - z) < opts.ds_max)
     )
-    return sol.value, ok
+    z_star = jnp.where(ok, sol.value, z)
+    # The derivative by the implicit function theorem, as one Newton step from the
+    # solution (its value is z_star exactly): dz = -G_z^{-1} dG. (Not through
+    # optimistix's own rule, which rejects the non-finite Jacobian of an unused
+    # slot; here that slot gets the identity.)
+    Gz = jax.jacfwd(G)(z_star, frozen)
+    Gz = jnp.where(
+        ok & jnp.all(jnp.isfinite(Gz)), Gz, jnp.eye(z.shape[0], dtype=z.dtype)
+    )
+    r = G(z_star, system)
+    return z_star - jnp.linalg.solve(Gz, r - jax.lax.stop_gradient(r)), ok
 
 
 def _bisect(curve, z, t, s_hi, which, opts, n_iter=60):
