@@ -15,7 +15,7 @@ from jaxtyping import Array, Bool, Complex, Float, Int
 from .._custom_types import Args
 from .._periodic._poincare import _defaults
 from .._periodic._shooting import _flow_map, _integrate_at, PeriodicOrbit
-from .._results import raise_if_failed, RESULTS
+from .._results import is_traced, raise_if_failed, RESULTS
 from .._system._base import AbstractFlow
 from .._system._checks import conform
 from .._system._coordinates import state_difference
@@ -168,33 +168,35 @@ def _evaluate(problem, z, t_prev):
     return t, jnp.stack([fold, bp, flip, ns]), mu, M
 
 
-def _bisect(problem, z, t, s_hi, which, opts, n_iter):
+def _bisect(problem, z, t, s_hi, f0, which, opts, n_iter):
     """Bisection in the arclength `s` in `[0, s_hi]` on test function `which`
-    between branch point `z` (tangent `t`, reference at `z`) and the next one,
-    every trial point corrected onto the branch. Returns the point, its nontrivial
-    multipliers and whether its correction converged."""
+    (`f0` its value at `s = 0`) between branch point `z` (tangent `t`, reference
+    at `z`) and the next one, every trial point corrected onto the branch.
+    Returns the last trial point (within `2^-n_iter s_hi` of the zero), its
+    nontrivial multipliers and whether its correction converged."""
 
     def psi(s):
         zc, ok, _ = correct(_F, z + s * t, t, problem, opts)
         zc = jnp.where(ok, zc, z + s * t)
         _, tests, mu, _ = _evaluate(problem, zc, t)
-        return tests[which], (zc, mu, ok)
-
-    f0 = psi(jnp.zeros((), z.dtype))[0]
+        return tests[which], zc, mu, ok
 
     def body(_, carry):
-        lo, hi, flo = carry
+        lo, hi, flo, _ = carry
         mid = 0.5 * (lo + hi)
-        fm = psi(mid)[0]
+        fm, *point = psi(mid)
         same = jnp.sign(fm) == jnp.sign(flo)
         return (
             jnp.where(same, mid, lo),
             jnp.where(same, hi, mid),
             jnp.where(same, fm, flo),
+            point,
         )
 
-    lo, hi, _ = jax.lax.fori_loop(0, n_iter, body, (jnp.zeros_like(s_hi), s_hi, f0))
-    return psi(0.5 * (lo + hi))[1]
+    d = z.shape[0] - 2
+    point = [z, jnp.zeros((d - 1,), jnp.result_type(z.dtype, 1j)), jnp.array(True)]
+    init = (jnp.zeros_like(s_hi), s_hi, f0, point)
+    return jax.lax.fori_loop(0, n_iter, body, init)[3]
 
 
 # --- the start ---------------------------------------------------------------------
@@ -262,10 +264,15 @@ def _cycle_continuation(
         z0, t0, start_ok = _orbit_start(problem, x0, T0, p0, opts, sign)
     d = z0.shape[0] - 2
     dtype = z0.dtype
-    fwd = arclength(_F, z0, t0, problem, opts, update=_update)
     if direction == "both":
-        back = arclength(_F, z0, -t0, problem, opts, update=_update)
+        # (Both directions in one vmapped loop: one trace of the corrector.)
+        both = jax.vmap(lambda t: arclength(_F, z0, t, problem, opts, _update))(
+            jnp.stack([t0, -t0])
+        )
+        fwd = jax.tree.map(lambda a: a[0], both)
+        back = jax.tree.map(lambda a: a[1], both)
     else:
+        fwd = arclength(_F, z0, t0, problem, opts, update=_update)
         back = eqx.tree_at(lambda b: b.n, fwd, jnp.array(1))
     zs, ts, n = _combine(back, fwd)
     N = zs.shape[0]
@@ -314,7 +321,7 @@ def _cycle_continuation(
         z, t = safe_z[k], safe_t[k]
         prob = _update(problem, z)
         s_hi = jnp.dot(t, safe_z[k + 1] - z)
-        zb, mub, ok = _bisect(prob, z, t, s_hi, w, opts, n_bisect)
+        zb, mub, ok = _bisect(prob, z, t, s_hi, psi[k, w], w, opts, n_bisect)
         # Neimark-Sacker: the angle of the pair nearest the unit circle; a real
         # pair with product 1 (a neutral saddle cycle) is no bifurcation.
         on_circle = jnp.abs(jnp.abs(mub) - 1.0)
@@ -363,10 +370,6 @@ def _cycle_continuation(
         bifurcation_period=jnp.where(fk, located[keep, d], nan),
         result=result,
     )
-
-
-def _concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
 
 
 def cycle_continuation(
@@ -519,10 +522,11 @@ def cycle_continuation(
             f"The continuation parameter must be a scalar float field, got {leaf!r}."
         )
     if isinstance(start, PeriodicOrbit):
-        if _concrete(start.result) and start.result != RESULTS.successful:
+        if not is_traced(start.result) and not bool(start.result == RESULTS.successful):
             raise ValueError(
                 "`start` is a `PeriodicOrbit` whose solve failed (its `result` is "
-                f"{RESULTS[start.result]!r}); find a converged orbit first."
+                "not successful): find a converged orbit first (`throw=True` in "
+                "`dynjax.find_periodic_orbit` says why it failed)."
             )
         x0 = start.x0
         p_start = where(system) if p0 is None else p0
@@ -571,51 +575,45 @@ def cycle_continuation(
             jnp.asarray(start.period, dtype),
             jnp.asarray(p_start, dtype),
         )
-    return _cycle_continuation_impl(system, where, s, x0, args, dtype, locals())
-
-
-def _cycle_continuation_impl(system, where, start, x0, args, dtype, kw):
     f64 = jnp.finfo(dtype).bits >= 64
-    rtol, atol = kw["rtol"], kw["atol"]
     opts = ArclengthOptions(
-        ds=jnp.asarray(kw["ds"], dtype),
-        ds_min=jnp.asarray(kw["ds_min"], dtype),
-        ds_max=jnp.asarray(kw["ds_max"], dtype),
-        n_points=kw["n_points"],
-        max_newton=kw["max_newton"],
+        ds=jnp.asarray(ds, dtype),
+        ds_min=jnp.asarray(ds_min, dtype),
+        ds_max=jnp.asarray(ds_max, dtype),
+        n_points=n_points,
+        max_newton=max_newton,
         rtol=jnp.asarray((1e-9 if f64 else 1e-4) if rtol is None else rtol, dtype),
         atol=jnp.asarray((1e-9 if f64 else 1e-4) if atol is None else atol, dtype),
-        lower=jnp.asarray(kw["p_min"], dtype),
-        upper=jnp.asarray(kw["p_max"], dtype),
+        lower=jnp.asarray(p_min, dtype),
+        upper=jnp.asarray(p_max, dtype),
     )
-    solver, controller = _defaults(dtype, kw["solver"], kw["stepsize_controller"])
+    solver, stepsize_controller = _defaults(dtype, solver, stepsize_controller)
     d = x0.shape[0]
     problem = _CycleProblem(
         system,
         where,
         args,
         solver,
-        controller,
-        kw["ode_max_steps"],
+        stepsize_controller,
+        ode_max_steps,
         jnp.zeros((d,), dtype),
         jnp.zeros((d,), dtype),
     )
-    amp = kw["amplitude"]
-    if amp is None:
-        amp = 1e-3 * (1 + jnp.max(jnp.abs(x0)))
-    eps = jnp.asarray(amp, dtype)
+    if amplitude is None:
+        amplitude = 1e-3 * (1 + jnp.max(jnp.abs(x0)))
+    eps = jnp.asarray(amplitude, dtype)
     n_bisect = 48 if f64 else 24
     branch = _cycle_continuation(
         problem,
-        start,
+        s,
         eps,
         opts,
-        kw["direction"],
-        kw["max_bifurcations"],
-        kw["n_save"],
+        direction,
+        max_bifurcations,
+        n_save,
         n_bisect,
     )
-    if kw["throw"]:
+    if throw:
         branch = eqx.tree_at(
             lambda b: b.parameter,
             branch,

@@ -1,0 +1,342 @@
+"""`cycle_continuation`: branches of limit cycles (issue 15, periodic orbits).
+
+Every expected value is derived independently of dynjax: the closed-form cycles of
+the Hopf normal form (radius `sqrt(mu / beta)`, period `2 pi / omega`, multiplier
+`exp(-2 mu T)`) and of a normal form with a fold of cycles (derived in its
+fixture), the Lorenz Hopf point and frequency from the characteristic polynomial,
+and SciPy integrations (DOP853, `rtol = atol = 1e-12`) of the flow and of its
+variational equation with hand-written Jacobians.
+
+Compilation dominates (~30-60 s per system on 2 cores), so each branch is a
+module-scoped fixture shared by several tests, and the two Hopf normal forms share
+one compilation (same selector, options and system class).
+"""
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.integrate
+
+import dynjax
+from dynjax import RESULTS
+from dynjax._continuation._cycles import cycle_continuation, CycleBranch
+from dynjax.systems import HopfNormalForm, Logistic, Lorenz, Rossler
+
+
+def _MU(s):
+    return s.mu
+
+
+def _MU_PARAM(s):
+    return s.params["mu"]
+
+
+def _valid(branch, name):
+    return np.asarray(getattr(branch, name)[: int(branch.n_points)])
+
+
+def _monodromy(f, jac, x0, T):
+    """`phi_T(x0)` and `D phi_T(x0)` from SciPy's DOP853 on the variational
+    equation `Phi' = J(x) Phi`, `Phi(0) = I`."""
+    d = len(x0)
+
+    def rhs(t, u):
+        x, Phi = u[:d], u[d:].reshape(d, d)
+        return np.concatenate([f(x), (jac(x) @ Phi).ravel()])
+
+    u0 = np.concatenate([x0, np.eye(d).ravel()])
+    sol = scipy.integrate.solve_ivp(
+        lambda t, u: rhs(t, u), (0.0, T), u0, method="DOP853", rtol=1e-12,
+        atol=1e-12,
+    )  # fmt: skip
+    u = sol.y[:, -1]
+    return u[:d], u[d:].reshape(d, d)
+
+
+# --- supercritical Hopf normal form ------------------------------------------------
+
+_HOPF_CASES = [(1.0, 1.0), (0.5, 2.0)]  # (beta, omega)
+
+
+@pytest.fixture(scope="module")
+def hopf_equilibria():
+    # The origin from mu = -0.5: one Hopf point, at mu = 0.
+    return {
+        (beta, omega): dynjax.continuation(
+            HopfNormalForm(mu=-0.5, omega=omega, beta=beta),
+            _MU,
+            jnp.zeros(2),
+            -0.5,
+            p_min=-1.0,
+            p_max=0.5,
+        )
+        for beta, omega in _HOPF_CASES
+    }
+
+
+@pytest.fixture(scope="module")
+def hopf_cycles(hopf_equilibria):
+    return {
+        (beta, omega): cycle_continuation(
+            HopfNormalForm(mu=-0.5, omega=omega, beta=beta),
+            _MU,
+            (eq, 0),
+            p_max=1.0,
+            ds_max=0.1,
+        )
+        for (beta, omega), eq in hopf_equilibria.items()
+    }
+
+
+@pytest.mark.slow  # (the fixture: two systems, one compilation, ~40 s)
+@pytest.mark.parametrize("beta, omega", _HOPF_CASES)
+def test_hopf_normal_form_cycles(beta, omega, hopf_cycles):
+    cycles = hopf_cycles[(beta, omega)]
+    assert isinstance(cycles, CycleBranch)
+    assert cycles.result == RESULTS.successful
+    mu = _valid(cycles, "parameter")
+    # From the Hopf point (mu = 0) up to mu = 1 (the first point beyond stops it).
+    assert mu[0] == pytest.approx(0.0, abs=1e-4)
+    assert mu.max() > 0.9 and mu.max() <= 1.0
+    assert np.all(np.diff(mu) > 0)
+    radius = np.linalg.norm(_valid(cycles, "states"), axis=1)
+    sel = mu >= 0.01
+    assert sel.sum() >= 5
+    # r' = mu r - beta r^3: the cycle r = sqrt(mu / beta), omega t.
+    np.testing.assert_allclose(radius[sel], np.sqrt(mu[sel] / beta), atol=1e-4)
+    np.testing.assert_allclose(
+        _valid(cycles, "amplitude")[sel], np.sqrt(mu[sel] / beta), atol=1e-4
+    )
+    # Every sample of each cycle lies on the circle.
+    orbits = _valid(cycles, "orbits")[sel]
+    np.testing.assert_allclose(
+        np.linalg.norm(orbits, axis=2),
+        np.broadcast_to(np.sqrt(mu[sel] / beta)[:, None], orbits.shape[:2]),
+        atol=1e-4,
+    )
+    T = _valid(cycles, "period")
+    np.testing.assert_allclose(T, 2 * np.pi / omega, rtol=1e-8)
+    # The radial multiplier: d(mu r - beta r^3)/dr = mu - 3 mu = -2 mu over T.
+    multipliers = _valid(cycles, "multipliers")
+    assert multipliers.shape == (len(mu), 1)
+    np.testing.assert_allclose(
+        multipliers[:, 0].real, np.exp(-2 * mu * T), rtol=1e-6, atol=1e-8
+    )
+    np.testing.assert_allclose(multipliers[:, 0].imag, 0.0, atol=1e-8)
+    # The full monodromy has the trivial multiplier 1 as well.
+    M = _valid(cycles, "monodromy")
+    ev = np.sort(np.linalg.eigvals(M).real, axis=1)
+    np.testing.assert_allclose(ev[:, 1], 1.0, atol=1e-6)
+    assert np.all(_valid(cycles, "stable"))
+    np.testing.assert_array_equal(_valid(cycles, "n_unstable"), 0)
+    assert cycles.bifurcations.names == []
+
+
+# --- Lorenz: the unstable cycles from the subcritical Hopf of C+ -------------------
+
+_S, _B = 10.0, 8.0 / 3.0
+# Characteristic polynomial at C+-: l^3 + (s + b + 1) l^2 + b (s + rho) l
+# + 2 s b (rho - 1); l = i w: w^2 = b (s + rho_H), rho_H = s (s + b + 3) / (s - b - 1).
+_RHO_H = _S * (_S + _B + 3) / (_S - _B - 1)
+_OMEGA_H = np.sqrt(_B * (_S + _RHO_H))
+
+
+def _lorenz_f(rho):
+    def f(u):
+        x, y, z = u
+        return np.array([_S * (y - x), x * (rho - z) - y, x * y - _B * z])
+
+    def jac(u):
+        x, y, z = u
+        return np.array([[-_S, _S, 0.0], [rho - z, -1.0, -x], [y, x, -_B]])
+
+    return f, jac
+
+
+@pytest.fixture(scope="module")
+def lorenz_cycles():
+    system = Lorenz(sigma=_S, beta=_B, rho=40.0)
+    eq = dynjax.continuation(
+        system, "rho", jnp.array([10.0, 10.0, 39.0]), 40.0, p_min=10.0,
+        p_max=40.0, direction="backward", ds=0.1, ds_max=0.5,
+    )  # fmt: skip
+    k = eq.bifurcations.names.index("hopf")
+    return cycle_continuation(
+        system, "rho", (eq, k), p_min=15.0, ds_max=0.5, n_points=60
+    )
+
+
+@pytest.mark.slow
+def test_lorenz_subcritical_cycles(lorenz_cycles):
+    cycles = lorenz_cycles
+    assert cycles.result == RESULTS.successful
+    rho = _valid(cycles, "parameter")
+    T = _valid(cycles, "period")
+    # The cycle branch exists below rho_H (subcritical Hopf) down to p_min.
+    assert rho[0] == pytest.approx(_RHO_H, abs=1e-3)
+    assert np.all(rho[1:] < _RHO_H)
+    assert rho.min() < 16.0
+    # Near the Hopf point the period is 2 pi / omega_H.
+    assert T[0] == pytest.approx(2 * np.pi / _OMEGA_H, rel=1e-4)
+    # All unstable (one multiplier outside the unit circle), growing as rho falls.
+    assert np.all(_valid(cycles, "n_unstable") >= 1)
+    assert not np.any(_valid(cycles, "stable"))
+    amplitude = _valid(cycles, "amplitude")
+    assert amplitude[-1] > 10 * amplitude[1]
+    assert cycles.bifurcations.names == []
+    # A few cycles checked independently: closure and multipliers from SciPy.
+    states = _valid(cycles, "states")
+    n = len(rho)
+    for i in (1, n // 2, n - 1):
+        f, jac = _lorenz_f(rho[i])
+        end, M = _monodromy(f, jac, states[i], T[i])
+        np.testing.assert_allclose(end, states[i], atol=1e-7)
+        ev = np.linalg.eigvals(M)
+        ev = np.delete(ev, np.argmin(np.abs(ev - 1)))
+        ev = ev[np.argsort(-np.abs(ev))]
+        np.testing.assert_allclose(
+            _valid(cycles, "multipliers")[i], ev, rtol=1e-5, atol=1e-8
+        )
+
+
+# --- a fold of cycles -----------------------------------------------------------
+
+
+def _fold_field(t, u, p):
+    # r' = r (mu + r^2 - r^4), theta' = omega.
+    x, y = u[0], u[1]
+    r2 = x**2 + y**2
+    g = p["mu"] + r2 - r2**2
+    return jnp.stack([g * x - p["omega"] * y, g * y + p["omega"] * x])
+
+
+@pytest.fixture(scope="module")
+def fold_cycles():
+    # Cycles where mu = r^4 - r^2 (r > 0): from the subcritical Hopf at mu = 0
+    # (r -> 0, mu ~ -r^2) down to the fold at d mu / d(r^2) = 0: r^2 = 1/2,
+    # mu = -1/4, then up again as stable cycles.
+    system = dynjax.Flow(_fold_field, {"mu": -0.5, "omega": 1.5}, d=2)
+    eq = dynjax.continuation(
+        system, _MU_PARAM, jnp.zeros(2), -0.5, p_min=-1.0, p_max=0.5
+    )
+    return cycle_continuation(
+        system, _MU_PARAM, (eq, 0), p_min=-1.0, p_max=0.5, ds_max=0.05
+    )
+
+
+@pytest.mark.slow
+def test_fold_of_cycles(fold_cycles):
+    cycles = fold_cycles
+    assert cycles.result == RESULTS.successful
+    bif = cycles.bifurcations
+    assert bif.names == ["fold"]
+    assert bool(bif.converged[0])
+    assert float(bif.parameter[0]) == pytest.approx(-0.25, abs=1e-6)
+    assert float(np.linalg.norm(bif.state[0])) == pytest.approx(
+        1 / np.sqrt(2), abs=1e-6
+    )
+    assert float(cycles.bifurcation_period[0]) == pytest.approx(
+        2 * np.pi / 1.5, rel=1e-8
+    )
+    mu = _valid(cycles, "parameter")
+    r2 = np.sum(_valid(cycles, "states") ** 2, axis=1)
+    np.testing.assert_allclose(mu, r2**2 - r2, atol=1e-8)
+    assert mu.min() > -0.25 - 1e-9
+    # Radial multiplier: exp(T d/dr [r (mu + r^2 - r^4)]) = exp(T (2 r^2 - 4 r^4)):
+    # unstable below the fold (r^2 < 1/2), stable above.
+    T = _valid(cycles, "period")
+    np.testing.assert_allclose(
+        _valid(cycles, "multipliers")[:, 0].real,
+        np.exp(T * (2 * r2 - 4 * r2**2)),
+        rtol=1e-6,
+    )
+    stable = _valid(cycles, "stable")
+    far = np.abs(r2 - 0.5) > 1e-3
+    np.testing.assert_array_equal(stable[far], r2[far] > 0.5)
+    assert r2.max() > 1.0
+
+
+# --- a period doubling: Rossler ---------------------------------------------------
+
+
+def _rossler_f(c, a=0.2, b=0.2):
+    def f(u):
+        x, y, z = u
+        return np.array([-y - z, x + a * y, b + z * (x - c)])
+
+    def jac(u):
+        x, y, z = u
+        return np.array([[0.0, -1.0, -1.0], [1.0, a, 0.0], [z, 0.0, x - c]])
+
+    return f, jac
+
+
+@pytest.fixture(scope="module")
+def rossler_cycles():
+    system = Rossler(a=0.2, b=0.2, c=2.5)
+    orbit = dynjax.find_periodic_orbit(system, jnp.array([1.0, 1.0, 0.0]))
+    return cycle_continuation(
+        system, "c", orbit, p_min=2.0, p_max=3.2, ds_max=0.1, direction="forward"
+    )
+
+
+@pytest.mark.slow
+def test_rossler_period_doubling(rossler_cycles):
+    cycles = rossler_cycles
+    assert cycles.result == RESULTS.successful
+    bif = cycles.bifurcations
+    assert bif.names == ["flip"]
+    assert bool(bif.converged[0])
+    c = float(bif.parameter[0])
+    # Strogatz, Nonlinear Dynamics and Chaos (1994), section 12.3: with
+    # a = b = 0.2 the attractor is a cycle at c = 2.5 and of period 2 at c = 3.5.
+    assert 2.5 < c < 3.5
+    # At the located point the monodromy from SciPy's variational equation has a
+    # multiplier -1 (and the cycle closes).
+    f, jac = _rossler_f(c)
+    x0, T = np.asarray(bif.state[0]), float(cycles.bifurcation_period[0])
+    end, M = _monodromy(f, jac, x0, T)
+    np.testing.assert_allclose(end, x0, atol=1e-7)
+    ev = np.linalg.eigvals(M)
+    assert np.min(np.abs(ev + 1)) < 1e-6
+    assert np.min(np.abs(ev - 1)) < 1e-6
+    # Stable before, a multiplier below -1 after.
+    cs = _valid(cycles, "parameter")
+    mu = _valid(cycles, "multipliers")
+    assert np.all(_valid(cycles, "stable")[cs < c])
+    after = cs > c
+    assert after.any()
+    assert np.all(np.min(mu[after].real, axis=1) < -1)
+    np.testing.assert_array_equal(_valid(cycles, "n_unstable")[after], 1)
+
+
+# --- errors ------------------------------------------------------------------------
+
+
+def test_bad_input(hopf_equilibria):
+    eq = hopf_equilibria[_HOPF_CASES[0]]
+    system = HopfNormalForm(mu=-0.5)
+    with pytest.raises(ValueError, match="takes an autonomous flow"):
+        cycle_continuation(Logistic(), "r", (eq, 0))
+    with pytest.raises(ValueError, match="has no parameter 'rho'"):
+        cycle_continuation(system, "rho", (eq, 0))
+    with pytest.raises(ValueError, match="`direction` must be"):
+        cycle_continuation(system, _MU, (eq, 0), direction="up")
+    with pytest.raises(ValueError, match="`start` must be a `dynjax.PeriodicOrbit`"):
+        cycle_continuation(system, _MU, jnp.zeros(2))
+    with pytest.raises(ValueError, match="the branch has 1 bifurcation points"):
+        cycle_continuation(system, _MU, (eq, 3))
+    not_hopf = eqx.tree_at(lambda b: b.bifurcations.kind, eq, eq.bifurcations.kind * 0)
+    with pytest.raises(ValueError, match="is not a Hopf point: it is a 'fold'"):
+        cycle_continuation(system, _MU, (not_hopf, 0))
+    with pytest.raises(ValueError, match="`n_points` must be an int >= 2"):
+        cycle_continuation(system, _MU, (eq, 0), n_points=1)
+    failed = dynjax.PeriodicOrbit(
+        x0=jnp.ones(2), period=jnp.array(6.0), multipliers=jnp.ones(2, complex),
+        trivial_index=jnp.array(0), monodromy=jnp.eye(2), xs=jnp.ones((2, 2)),
+        residual=jnp.array(1.0), period_guess=jnp.array(6.0),
+        result=RESULTS.shooting_diverged, num_steps=jnp.array(1),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="whose solve failed"):
+        cycle_continuation(system, _MU, failed)
