@@ -237,6 +237,7 @@ def brusselator_hopf():
     )
 
 
+@pytest.mark.slow  # (two compilations, continuation and Hopf curve: ~20-50 s)
 def test_brusselator_hopf_curve(brusselator_hopf):
     # Equilibrium (a, b/a), J = [[b - 1, a^2], [-b, -a^2]]: trace b - 1 - a^2 = 0
     # on the Hopf curve b = 1 + a^2, where det J = a^2 = omega^2 > 0 (so no
@@ -281,6 +282,7 @@ def bt_branch():
     return system, branch
 
 
+@pytest.mark.slow  # (with the fixture's continuation: two compilations)
 def test_bogdanov_takens_fold_curve(bt_branch):
     # Equilibria: x^2 + b2 x + b1 = 0 (y = 0); they collide where the
     # discriminant vanishes: b1 = b2^2 / 4, at x = -b2 / 2. There J =
@@ -299,6 +301,7 @@ def test_bogdanov_takens_fold_curve(bt_branch):
     np.testing.assert_allclose(state, [0.0, 0.0], atol=1e-8)
 
 
+@pytest.mark.slow  # (one compilation of the Hopf curve, ~15-25 s)
 def test_bogdanov_takens_hopf_curve(bt_branch):
     # J = [[0, 1], [b2 + 2x, s x]], trace s x = 0 at x = 0, so b1 = 0, where
     # det J = -b2: a Hopf point (kappa = omega^2 = -b2) for b2 < 0, a neutral

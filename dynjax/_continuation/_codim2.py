@@ -288,30 +288,27 @@ def _refine(curve, system, z, name, opts):
     return z_star - jnp.linalg.solve(Gz, r - jax.lax.stop_gradient(r)), ok
 
 
-def _bisect(curve, z, t, s_hi, which, opts, n_iter=60):
-    """Bisection in arclength `s in [0, s_hi]` on test function `which`, every trial
-    point corrected onto the curve."""
-
-    def psi(s):
-        zc, ok, _ = correct(_F, z + s * t, t, curve, opts)
-        zc = jnp.where(ok, zc, z + s * t)
-        return _test_functions(curve, zc)[0][which], zc
-
-    f0 = psi(jnp.zeros((), z.dtype))[0]
+def _bisect(curve, z, t, f0, s_hi, which, opts, n_iter=60):
+    """Bisection in arclength `s in [0, s_hi]` on test function `which` (value `f0`
+    at `z`), every trial point corrected onto the curve; returns the last trial
+    point (inside the final bracket). One trial per iteration, traced once."""
 
     def body(_, carry):
-        lo, hi, flo = carry
+        lo, hi, flo, _ = carry
         mid = 0.5 * (lo + hi)
-        fm = psi(mid)[0]
+        zc, ok, _ = correct(_F, z + mid * t, t, curve, opts)
+        zc = jnp.where(ok, zc, z + mid * t)
+        fm = _test_functions(curve, zc)[0][which]
         same = jnp.sign(fm) == jnp.sign(flo)
         return (
             jnp.where(same, mid, lo),
             jnp.where(same, hi, mid),
             jnp.where(same, fm, flo),
+            zc,
         )
 
-    lo, hi, _ = jax.lax.fori_loop(0, n_iter, body, (jnp.zeros_like(s_hi), s_hi, f0))
-    return psi(0.5 * (lo + hi))[1]
+    init = (jnp.zeros_like(s_hi), s_hi, f0, z)
+    return jax.lax.fori_loop(0, n_iter, body, init)[-1]
 
 
 def _clip(half: ArclengthBranch, lower, upper):
@@ -327,15 +324,19 @@ def _clip(half: ArclengthBranch, lower, upper):
 
 
 @eqx.filter_jit
-def _curve(curve, z0, opts, bounds1, direction, max_bifurcations):
+def _curve(problem, kind, z0, opts, bounds1, direction, max_bifurcations):
     dtype = z0.dtype
-    kind = curve.kind
     # Derivatives flow only through the final defining-system solves of the
     # codimension-two points; everything else sees a stop-gradient copy.
-    dynamic, static = eqx.partition(curve, eqx.is_inexact_array)
-    grad_system = curve.problem.system
-    curve = eqx.combine(jax.lax.stop_gradient(dynamic), static)
+    dynamic, static = eqx.partition(problem, eqx.is_inexact_array)
+    grad_system = problem.system
+    problem = eqx.combine(jax.lax.stop_gradient(dynamic), static)
     z0 = jax.lax.stop_gradient(z0)
+    # Borders: the singular vectors of M's smallest singular value at the start.
+    x, p = _Curve.split(z0)
+    J = problem.jacobian(x, p)
+    U, _, Vt = jnp.linalg.svd(J if kind == "fold" else _bialternate(J))
+    curve = _Curve(problem, kind, U[:, -1], Vt[-1])
     # Correct the start at fixed p2: (x, p1) with [f; g] = 0.
     solver = optx.Newton(rtol=opts.rtol, atol=opts.atol, linear_solver=lx.LU())
     start = optx.root_find(
@@ -382,7 +383,7 @@ def _curve(curve, z0, opts, bounds1, direction, max_bifurcations):
     def locate(w, k):
         z, t = safe_z[k], safe_t[k]
         s_hi = jnp.dot(t, safe_z[k + 1] - z)
-        return _bisect(curve, z, t, s_hi, w, opts)
+        return _bisect(curve, z, t, psi[k, w], s_hi, w, opts)
 
     located = jax.vmap(locate)(which, index)
 
@@ -395,9 +396,9 @@ def _curve(curve, z0, opts, bounds1, direction, max_bifurcations):
 
     refined, converged = jax.vmap(refine_one)(which, located)
     refined = jnp.where(converged[:, None], refined, located)
-    _, lam_at, kappa_at = jax.vmap(lambda z: _test_functions(curve, z))(
-        jax.lax.stop_gradient(refined)
-    )
+    kappa_at = jax.vmap(
+        lambda z: _kappa(jnp.linalg.eigvals(curve.problem.jacobian(*curve.split(z))))
+    )(jax.lax.stop_gradient(refined))
     freq = jnp.full((K,), jnp.nan, dtype)
     if kind == "hopf":
         # Zero-Hopf needs a Hopf pair (kappa > 0) at the point, and a real
@@ -520,13 +521,8 @@ def _codim2(
     problem = _Problem(system, pair, 1, args)
     p1 = jnp.asarray(bif.parameter[k], dtype)
     p2 = jnp.asarray(pair.second(system), dtype)
-    # Borders: the singular vectors of M's smallest singular value at the start.
-    J = problem.jacobian(x, (p1, p2))
-    M = J if kind == "fold" else _bialternate(J)
-    U, _, Vt = jnp.linalg.svd(jax.lax.stop_gradient(M))
-    curve = _Curve(problem, kind, U[:, -1], Vt[-1])
     z0 = jnp.concatenate([x, p1[None], p2[None]])
-    out = _curve(curve, z0, opts, (lo1, hi1), direction, max_bifurcations)
+    out = _curve(problem, kind, z0, opts, (lo1, hi1), direction, max_bifurcations)
     if throw:
         out = eqx.tree_at(
             lambda c: c.parameter1,
