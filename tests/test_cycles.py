@@ -1,4 +1,4 @@
-"""`cycle_continuation`: branches of limit cycles (issue 15, periodic orbits).
+"""`dynjax.cycle_continuation`: branches of limit cycles (issue 15, periodic orbits).
 
 Every expected value is derived independently of dynjax: the closed-form cycles of
 the Hopf normal form (radius `sqrt(mu / beta)`, period `2 pi / omega`, multiplier
@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.integrate
+import scipy.optimize
 
 import dynjax
 from dynjax import RESULTS
-from dynjax._continuation._cycles import cycle_continuation, CycleBranch
 from dynjax.systems import HopfNormalForm, Logistic, Lorenz, Rossler
 
 
@@ -78,7 +78,7 @@ def hopf_equilibria():
 @pytest.fixture(scope="module")
 def hopf_cycles(hopf_equilibria):
     return {
-        (beta, omega): cycle_continuation(
+        (beta, omega): dynjax.cycle_continuation(
             HopfNormalForm(mu=-0.5, omega=omega, beta=beta),
             _MU,
             (eq, 0),
@@ -93,7 +93,7 @@ def hopf_cycles(hopf_equilibria):
 @pytest.mark.parametrize("beta, omega", _HOPF_CASES)
 def test_hopf_normal_form_cycles(beta, omega, hopf_cycles):
     cycles = hopf_cycles[(beta, omega)]
-    assert isinstance(cycles, CycleBranch)
+    assert isinstance(cycles, dynjax.CycleBranch)
     assert cycles.result == RESULTS.successful
     mu = _valid(cycles, "parameter")
     # From the Hopf point (mu = 0) up to mu = 1 (the first point beyond stops it).
@@ -162,7 +162,7 @@ def lorenz_cycles():
         p_max=40.0, direction="backward", ds=0.1, ds_max=0.5,
     )  # fmt: skip
     k = eq.bifurcations.names.index("hopf")
-    return cycle_continuation(
+    return dynjax.cycle_continuation(
         system, "rho", (eq, k), p_min=15.0, ds_max=0.5, n_points=60
     )
 
@@ -220,7 +220,7 @@ def fold_cycles():
     eq = dynjax.continuation(
         system, _MU_PARAM, jnp.zeros(2), -0.5, p_min=-1.0, p_max=0.5
     )
-    return cycle_continuation(
+    return dynjax.cycle_continuation(
         system, _MU_PARAM, (eq, 0), p_min=-1.0, p_max=0.5, ds_max=0.05
     )
 
@@ -276,7 +276,7 @@ def _rossler_f(c, a=0.2, b=0.2):
 def rossler_cycles():
     system = Rossler(a=0.2, b=0.2, c=2.5)
     orbit = dynjax.find_periodic_orbit(system, jnp.array([1.0, 1.0, 0.0]))
-    return cycle_continuation(
+    return dynjax.cycle_continuation(
         system, "c", orbit, p_min=2.0, p_max=3.2, ds_max=0.1, direction="forward"
     )
 
@@ -311,6 +311,52 @@ def test_rossler_period_doubling(rossler_cycles):
     np.testing.assert_array_equal(_valid(cycles, "n_unstable")[after], 1)
 
 
+@pytest.mark.slow
+def test_rossler_tangent_period_slope(rossler_cycles):
+    # The branch's tangent gives dT/dc = t_T / t_c; against central differences
+    # of periods from SciPy shooting (fsolve on DOP853) at c +- h, phase-fixed on
+    # the same hyperplane.
+    cycles = rossler_cycles
+    i = 3
+    c, T = float(cycles.parameter[i]), float(cycles.period[i])
+    x = np.asarray(cycles.states[i])
+    t = np.asarray(cycles.tangents[i])
+    normal = _rossler_f(c)[0](x)
+
+    def period_at(ci):
+        f = _rossler_f(ci)[0]
+
+        def residual(v):
+            sol = scipy.integrate.solve_ivp(
+                lambda _, u: f(u), (0.0, v[3]), v[:3], method="DOP853",
+                rtol=1e-12, atol=1e-12,
+            )  # fmt: skip
+            return np.append(sol.y[:, -1] - v[:3], (v[:3] - x) @ normal)
+
+        v, _, ok, msg = scipy.optimize.fsolve(
+            residual, np.append(x, T), xtol=1e-12, full_output=True
+        )
+        assert ok == 1, msg
+        return v[3]
+
+    h = 1e-3
+    slope = (period_at(c + h) - period_at(c - h)) / (2 * h)
+    assert t[3] / t[4] == pytest.approx(slope, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_hopf_start_of_another_system(hopf_equilibria, hopf_cycles):
+    # The Hopf point of omega = 1 is not one of the system with omega = 2 (no
+    # eigenvalue i): the start fails at run time (same compilation as above).
+    eq = hopf_equilibria[(1.0, 1.0)]
+    other = HopfNormalForm(mu=-0.5, omega=2.0, beta=1.0)
+    kw = dict(p_max=1.0, ds_max=0.1)
+    with pytest.raises(eqx.EquinoxRuntimeError, match="for this system and parameter"):
+        dynjax.cycle_continuation(other, _MU, (eq, 0), **kw)
+    out = dynjax.cycle_continuation(other, _MU, (eq, 0), throw=False, **kw)
+    assert out.result == RESULTS.not_converged
+
+
 # --- errors ------------------------------------------------------------------------
 
 
@@ -318,20 +364,20 @@ def test_bad_input(hopf_equilibria):
     eq = hopf_equilibria[_HOPF_CASES[0]]
     system = HopfNormalForm(mu=-0.5)
     with pytest.raises(ValueError, match="takes an autonomous flow"):
-        cycle_continuation(Logistic(), "r", (eq, 0))
+        dynjax.cycle_continuation(Logistic(), "r", (eq, 0))
     with pytest.raises(ValueError, match="has no parameter 'rho'"):
-        cycle_continuation(system, "rho", (eq, 0))
+        dynjax.cycle_continuation(system, "rho", (eq, 0))
     with pytest.raises(ValueError, match="`direction` must be"):
-        cycle_continuation(system, _MU, (eq, 0), direction="up")
+        dynjax.cycle_continuation(system, _MU, (eq, 0), direction="up")
     with pytest.raises(ValueError, match="`start` must be a `dynjax.PeriodicOrbit`"):
-        cycle_continuation(system, _MU, jnp.zeros(2))
+        dynjax.cycle_continuation(system, _MU, jnp.zeros(2))
     with pytest.raises(ValueError, match="the branch has 1 bifurcation points"):
-        cycle_continuation(system, _MU, (eq, 3))
+        dynjax.cycle_continuation(system, _MU, (eq, 3))
     not_hopf = eqx.tree_at(lambda b: b.bifurcations.kind, eq, eq.bifurcations.kind * 0)
     with pytest.raises(ValueError, match="is not a Hopf point: it is a 'fold'"):
-        cycle_continuation(system, _MU, (not_hopf, 0))
+        dynjax.cycle_continuation(system, _MU, (not_hopf, 0))
     with pytest.raises(ValueError, match="`n_points` must be an int >= 2"):
-        cycle_continuation(system, _MU, (eq, 0), n_points=1)
+        dynjax.cycle_continuation(system, _MU, (eq, 0), n_points=1)
     failed = dynjax.PeriodicOrbit(
         x0=jnp.ones(2), period=jnp.array(6.0), multipliers=jnp.ones(2, complex),
         trivial_index=jnp.array(0), monodromy=jnp.eye(2), xs=jnp.ones((2, 2)),
@@ -339,4 +385,4 @@ def test_bad_input(hopf_equilibria):
         result=RESULTS.shooting_diverged, num_steps=jnp.array(1),
     )  # fmt: skip
     with pytest.raises(ValueError, match="whose solve failed"):
-        cycle_continuation(system, _MU, failed)
+        dynjax.cycle_continuation(system, _MU, failed)

@@ -224,11 +224,17 @@ def _hopf_start(problem, x_h, p_h, omega, eps, opts):
     problem = _update(problem, z_pred)
     e = jnp.concatenate([u, jnp.zeros((2,), x_h.dtype)])
     z0, ok, _ = correct(_F, z_pred, e, problem, opts)
+    # (A Hopf point of another system or parameter has no eigenvalue i omega.)
+    f_h = problem.field(x_h, p_h)
+    scale = 1 + jnp.max(jnp.abs(x_h))
+    is_hopf = (jnp.abs(lam[i] - 1j * omega) <= 1e-6 * (1 + omega)) & (
+        jnp.max(jnp.abs(f_h)) <= 1e-6 * scale
+    )
     problem = _update(problem, z0)
     t0 = initial_tangent(_F, z0, problem, 1.0)
     grow = jnp.dot(t0[:d], z0[:d] - x_h)
     t0 = jnp.where(grow >= 0, t0, -t0)
-    return z0, t0, ok
+    return z0, t0, ok & is_hopf & (omega > 0)
 
 
 def _orbit_start(problem, x0, T0, p0, opts, sign):
@@ -256,7 +262,6 @@ def _cycle_continuation(
     if start[0] == "hopf":
         _, x_h, p_h, omega = start
         z0, t0, start_ok = _hopf_start(problem, x_h, p_h, omega, eps, opts)
-        start_ok = start_ok & (omega > 0)
         direction = "forward"
     else:
         _, x0, T0, p0 = start
@@ -623,10 +628,12 @@ def cycle_continuation(
                 lambda _: (
                     "In `dynjax.cycle_continuation`: the correction of the start "
                     "onto a cycle, or a continuation step, failed. From an orbit, "
-                    "give one found by `dynjax.find_periodic_orbit` at `p0`; from "
-                    "a Hopf point, try a smaller `amplitude`; otherwise lower "
-                    "`ds` and `ds_min`, raise `max_newton`, or loosen `rtol` / "
-                    "`atol` to what the integration's tolerances can meet."
+                    "give one found by `dynjax.find_periodic_orbit` at `p0`. From "
+                    "a Hopf point, check that the branch was computed for this "
+                    "system and parameter (`f(x) = 0` with an eigenvalue "
+                    "`i omega` there), or try a smaller `amplitude`. Otherwise "
+                    "lower `ds` and `ds_min`, raise `max_newton`, or loosen "
+                    "`rtol` / `atol` to what the integration's tolerances can meet."
                 ),
             ),
         )
