@@ -357,6 +357,75 @@ def test_hopf_start_of_another_system(hopf_equilibria, hopf_cycles):
     assert out.result == RESULTS.not_converged
 
 
+# --- a Neimark-Sacker (torus) bifurcation ------------------------------------------
+
+
+def _NU(s):
+    return s.params["nu"]
+
+
+def _torus_field(t, s, p):
+    # The unit circle of (x, y) (r' = r (1 - r^2), theta' = omega) with a transverse
+    # focus (u, v) of rate nu and frequency alpha: the multipliers of the cycle
+    # u = v = 0 are exp(-2 T) and exp((nu +- i alpha) T), T = 2 pi / omega, a pair
+    # crossing the unit circle at nu = 0 at the angle alpha T (mod 2 pi).
+    x, y, u, v = s
+    g = 1 - x**2 - y**2
+    w, a, nu = p["omega"], p["alpha"], p["nu"]
+    return jnp.stack([g * x - w * y, g * y + w * x, nu * u - a * v, a * u + nu * v])
+
+
+def _orbit(x0, period, result=RESULTS.successful):
+    """A `PeriodicOrbit` from its point and period (the rest unused here)."""
+    d = x0.shape[0]
+    return dynjax.PeriodicOrbit(
+        x0=x0, period=jnp.asarray(period), multipliers=jnp.ones(d, complex),
+        trivial_index=jnp.array(0), monodromy=jnp.eye(d), xs=x0[None],
+        residual=jnp.array(0.0), period_guess=jnp.asarray(period), result=result,
+        num_steps=jnp.array(1),
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_neimark_sacker():
+    omega, alpha = 1.0, 0.7
+    system = dynjax.Flow(
+        _torus_field, {"omega": omega, "alpha": alpha, "nu": -0.2}, d=4
+    )
+    T = 2 * np.pi / omega
+    start = _orbit(jnp.array([1.0, 0.0, 0.0, 0.0]), T)
+    cycles = dynjax.cycle_continuation(
+        system, _NU, start, -0.2, p_max=0.2, ds_max=0.05, direction="forward"
+    )
+    assert cycles.result == RESULTS.successful
+    bif = cycles.bifurcations
+    assert bif.names == ["neimark_sacker"]
+    assert bool(bif.converged[0])
+    assert float(bif.parameter[0]) == pytest.approx(0.0, abs=1e-8)
+    theta = abs(np.angle(np.exp(1j * alpha * T)))
+    assert float(bif.frequency[0]) == pytest.approx(theta, rel=1e-6)
+    np.testing.assert_allclose(bif.state[0], [1.0, 0.0, 0.0, 0.0], atol=1e-8)
+    nu = _valid(cycles, "parameter")
+    mu = _valid(cycles, "multipliers")
+    expected = np.stack(
+        [
+            np.exp((nu + 1j * alpha) * T),
+            np.exp((nu - 1j * alpha) * T),
+            np.full(nu.shape, np.exp(-2 * T)),
+        ],
+        axis=1,
+    )
+    # (The pair's order is arbitrary: compare moduli and sorted angles.)
+    np.testing.assert_allclose(np.abs(mu), np.abs(expected), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        np.sort(np.angle(mu[:, :2]), axis=1),
+        np.sort(np.angle(expected[:, :2]), axis=1),
+        atol=1e-6,
+    )
+    np.testing.assert_array_equal(_valid(cycles, "n_unstable"), 2 * (nu > 0))
+    np.testing.assert_allclose(_valid(cycles, "period"), T, rtol=1e-9)
+
+
 # --- errors ------------------------------------------------------------------------
 
 
@@ -378,11 +447,6 @@ def test_bad_input(hopf_equilibria):
         dynjax.cycle_continuation(system, _MU, (not_hopf, 0))
     with pytest.raises(ValueError, match="`n_points` must be an int >= 2"):
         dynjax.cycle_continuation(system, _MU, (eq, 0), n_points=1)
-    failed = dynjax.PeriodicOrbit(
-        x0=jnp.ones(2), period=jnp.array(6.0), multipliers=jnp.ones(2, complex),
-        trivial_index=jnp.array(0), monodromy=jnp.eye(2), xs=jnp.ones((2, 2)),
-        residual=jnp.array(1.0), period_guess=jnp.array(6.0),
-        result=RESULTS.shooting_diverged, num_steps=jnp.array(1),
-    )  # fmt: skip
+    failed = _orbit(jnp.ones(2), 6.0, RESULTS.shooting_diverged)
     with pytest.raises(ValueError, match="whose solve failed"):
         dynjax.cycle_continuation(system, _MU, failed)
