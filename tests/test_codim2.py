@@ -70,6 +70,21 @@ class _Bautin(dynjax.AbstractFlow):
         return jnp.stack([g * u - v, u + g * v])
 
 
+class _FoldHopf(dynjax.AbstractFlow):
+    """A truncated fold-Hopf normal form (Kuznetsov 2004, eq. (8.80), theta = s = 1,
+    without the xi^2 term of r'): xi' = b1 + xi^2 + r^2, (u + iv)' = (b2 + xi + i)
+    (u + iv), r^2 = u^2 + v^2."""
+
+    b1: jax.Array = eqx.field(converter=as_param, default=-1.0)
+    b2: jax.Array = eqx.field(converter=as_param, default=0.0)
+    d = 3
+
+    def vector_field(self, t, x, args=None):
+        xi, u, v = x
+        g = self.b2 + xi
+        return jnp.stack([self.b1 + xi**2 + u**2 + v**2, g * u - v, u + g * v])
+
+
 _INF = jnp.inf
 
 
@@ -355,6 +370,48 @@ def test_bautin_point():
     ((name, p1, p2, state),) = _points(curve)
     assert name == "bautin"
     assert abs(p1) < 1e-8 and abs(p2) < 1e-8
+
+
+@pytest.mark.slow  # (a fourth system class, d = 3)
+def test_zero_hopf_point():
+    # Equilibria (xi0, 0, 0) with xi0^2 = -b1; eigenvalues 2 xi0 and
+    # b2 + xi0 +- i. The Hopf curve is b2 = -xi0, b1 = -xi0^2 (kappa = omega^2 = 1),
+    # and the third eigenvalue 2 xi0 crosses 0 at the zero-Hopf point (0, 0).
+    # On the centre manifold xi ~ xi0 - r^2 / (2 xi0), so r' ~ -r^3 / (2 xi0): l1
+    # changes sign only through its pole at the zero-Hopf point (no Bautin point).
+    system = _FoldHopf(b1=-1.0, b2=-2.0)
+    branch = dynjax.continuation(
+        system,
+        "b2",
+        jnp.array([1.0, 0.0, 0.0]),
+        -2.0,
+        p_min=-3.0,
+        p_max=0.0,
+        direction="forward",
+    )
+    assert branch.bifurcations.names == ["hopf"]
+    curve = hopf_curve(
+        system,
+        ("b2", "b1"),
+        branch,
+        0,
+        bounds=((-1.5, 1.5), (-1.5, 0.5)),
+        direction="forward",
+    )
+    assert curve.result == RESULTS.successful
+    b2, b1, states = _valid(curve)
+    xi = states[:, 0]
+    # Through the zero-Hopf point: from xi0 = 1 to below xi0 = -1.
+    assert xi.max() == pytest.approx(1.0) and xi.min() < -1.2
+    np.testing.assert_allclose(b2, -xi, atol=1e-8)
+    np.testing.assert_allclose(b1, -(xi**2), atol=1e-8)
+    np.testing.assert_allclose(states[:, 1:], 0.0, atol=1e-8)
+    np.testing.assert_allclose(np.asarray(curve.kappa[: len(xi)]), 1.0, atol=1e-8)
+    ((name, p1, p2, state),) = _points(curve)
+    assert name == "zero_hopf"
+    assert abs(p1) < 1e-8 and abs(p2) < 1e-8
+    np.testing.assert_allclose(state, 0.0, atol=1e-8)
+    assert float(curve.bifurcations.frequency[0]) == pytest.approx(1.0, abs=1e-8)
 
 
 # -------------------------------------------------------------- stability charts

@@ -291,10 +291,11 @@ def _refine(curve, system, z, name, opts):
 def _bisect(curve, z, t, f0, s_hi, which, opts, n_iter=60):
     """Bisection in arclength `s in [0, s_hi]` on test function `which` (value `f0`
     at `z`), every trial point corrected onto the curve; returns the last trial
-    point (inside the final bracket). One trial per iteration, traced once."""
+    point (inside the final bracket) and its test-function value. One trial per
+    iteration, traced once."""
 
     def body(_, carry):
-        lo, hi, flo, _ = carry
+        lo, hi, flo, _, _ = carry
         mid = 0.5 * (lo + hi)
         zc, ok, _ = correct(_F, z + mid * t, t, curve, opts)
         zc = jnp.where(ok, zc, z + mid * t)
@@ -305,10 +306,11 @@ def _bisect(curve, z, t, f0, s_hi, which, opts, n_iter=60):
             jnp.where(same, hi, mid),
             jnp.where(same, fm, flo),
             zc,
+            fm,
         )
 
-    init = (jnp.zeros_like(s_hi), s_hi, f0, z)
-    return jax.lax.fori_loop(0, n_iter, body, init)[-1]
+    init = (jnp.zeros_like(s_hi), s_hi, f0, z, f0)
+    return jax.lax.fori_loop(0, n_iter, body, init)[-2:]
 
 
 def _clip(half: ArclengthBranch, lower, upper):
@@ -385,7 +387,11 @@ def _curve(problem, kind, z0, opts, bounds1, direction, max_bifurcations):
         s_hi = jnp.dot(t, safe_z[k + 1] - z)
         return _bisect(curve, z, t, psi[k, w], s_hi, w, opts)
 
-    located = jax.vmap(locate)(which, index)
+    located, at_root = jax.vmap(locate)(which, index)
+    # A sign change through a pole (l1 ~ 1/omega at a Bogdanov-Takens point, or
+    # ~ 1/lambda at a zero-Hopf point) is no root: there the bisected value grows.
+    ends = jnp.minimum(jnp.abs(psi[index, which]), jnp.abs(psi[index + 1, which]))
+    found = found & (jnp.abs(at_root) <= ends)
 
     def refine_one(w, z):
         branches = [
