@@ -733,7 +733,9 @@ def test_switch_onto_the_pitchfork(pitchfork_switched):
     assert np.all(stable[away])
     for m, li in zip(mu[away], lam[away]):
         np.testing.assert_allclose(_sorted(li), _sorted([-2 * m, -1.0]), atol=1e-9)
-    # The branch point is found again on the new branch, at the origin.
+    # The branch point is found again on the new branch, at the origin; the
+    # branch's turn in mu there is not reported as a fold.
+    assert branch.bifurcations.names == ["branch_point"]
     mu_bp, state, _ = _only(branch, "branch_point")
     assert abs(mu_bp) < 1e-8
     np.testing.assert_allclose(state, [0.0, 0.0], atol=1e-8)

@@ -583,6 +583,12 @@ def _continuation(problem, x0, p0, opts, direction, max_bifurcations, switch=Non
         l1 = jnp.full((K,), jnp.nan, dtype)
         real_pair = (kinds == 4) & ~(jnp.nan_to_num(freq) > 1e-8)
         found = found & ~real_pair
+    # A branch through a pitchfork after switching turns in the parameter at the
+    # branch point itself: a fold in the same step as a branch point is that
+    # branch point.
+    near = jnp.abs(index[:, None] - index[None, :]) <= 1
+    at_bp = jnp.any(found[None, :] & (kinds[None, :] == 1) & near, axis=1)
+    found = found & ~((kinds == 0) & at_bp)
     # Compact the found ones to the front.
     keep = jnp.argsort(~found, stable=True)
     nan = jnp.nan
