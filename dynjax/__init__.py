@@ -4,6 +4,7 @@ import importlib.metadata
 
 from . import aelle as aelle, plot as plot, rnn as rnn, systems as systems
 from ._continuation import (
+    BifurcationCurve as BifurcationCurve,
     Bifurcations as Bifurcations,
     Branch as Branch,
     continuation as continuation,
@@ -11,10 +12,14 @@ from ._continuation import (
     CycleBranch as CycleBranch,
     feigenbaum_ratios as feigenbaum_ratios,
     first_lyapunov_coefficient as first_lyapunov_coefficient,
+    fold_curve as fold_curve,
+    hopf_curve as hopf_curve,
     orbit_diagram as orbit_diagram,
     OrbitDiagram as OrbitDiagram,
     period_doublings as period_doublings,
     PeriodDoublings as PeriodDoublings,
+    stability_chart as stability_chart,
+    StabilityChart as StabilityChart,
     switch_branch as switch_branch,
 )
 from ._diffusion import (
