@@ -6,7 +6,7 @@ Prints one markdown table. Cases:
    equilibria `C+ = (sqrt(beta (rho - 1)), sqrt(beta (rho - 1)), rho - 1)` from
    `rho = 10` forward to `rho = 30`, with the subcritical Hopf point at
    `rho_H = sigma (sigma + beta + 3) / (sigma - beta - 1) = 24.7368...`
-   (Sparrow 1982, Appendix C; Strogatz, exercise 9.2.1) located on the way.
+   (Strogatz, *Nonlinear Dynamics and Chaos*, section 9.2) located on the way.
    Every library gets the same start, initial step `1e-2`, largest step `0.5`
    (arclength) and Newton tolerance `1e-10`:
 
@@ -28,9 +28,9 @@ Prints one markdown table. Cases:
      by Jacobi-Davidson on the eigenvalues nearest the imaginary axis). It runs
      in this process (NumPy 2 and SciPy are enough). Its Hopf detection asks
      `scipy.sparse.linalg.eigs` for `max(1, d - 2)` eigenvalues, which for
-     `d = 3` is one eigenvalue of a complex pair (the one with `Im < 0` on this
-     machine), filtered out, so `initializeBranch` fails with `IndexError: index
-     -1 is out of bounds`; the Lorenz field is therefore padded with two
+     `d = 3` is one eigenvalue of a complex pair (here the one with
+     `Im < 0`), filtered out, so `initializeBranch` fails with `IndexError:
+     index -1 is out of bounds`; the Lorenz field is therefore padded with two
      decoupled coordinates `du/dt = -100 u` (`d = 5`, three eigenvalues
      tracked), which leave the branch and its Hopf point unchanged.
 
@@ -41,27 +41,29 @@ Prints one markdown table. Cases:
 2. **The Hopf point over 64 values of sigma.** `sigma` in `[8, 20]`, `p_max =
    40` (`rho_H` runs from 24.70 to 31.4). dynjax: the single-instance call
    under `eqx.filter_vmap` over a batch of Lorenz systems (one compiled loop for
-   the batch; every lane runs until the slowest is done). Peers: a Python loop
-   over the 64 values, timed once (each call is a fresh continuation, so there is
-   nothing to warm up). Error: the largest `|rho - rho_H(sigma)|`.
+   the batch; every lane runs until the slowest is done), and the same call in
+   a Python loop. Peers: a Python loop over the 64 values, timed once (each
+   call is a fresh continuation, so there is nothing to warm up). Error: the
+   largest `|rho - rho_H(sigma)|`.
 
-3. **Two-parameter stability chart, 64 x 64.** The Brusselator
+3. **Two-parameter stability charts, 64 x 64.** The Brusselator
    `x' = a - (b + 1) x + x^2 y, y' = b x - x^2 y` over `a in [0.5, 2]`,
-   `b in [0.5, 5]`: its equilibrium `(a, b/a)` is stable iff `b < 1 + a^2`
-   (Hopf; Prigogine and Lefever 1968), the reference. dynjax:
-   `dynjax.stability_chart` (if this dynjax has it; else the row is skipped
-   with a message). Peer: a Python loop over the grid, `scipy.optimize.root`
-   (`hybr`, with the analytic Jacobian) from `x0 = (1, 1)` and
+   `b in [0.5, 5]` from `x0 = (1, 1)`: its equilibrium `(a, b/a)` is stable iff
+   `b < 1 + a^2` (Hopf; Prigogine and Lefever 1968). Lorenz C+ over
+   `sigma in [5, 20]`, `rho in [2, 40]` from `x0 = 1.05 C+(rho)`: stable iff
+   `rho < rho_H(sigma)`. dynjax: `dynjax.stability_chart` (if this dynjax has
+   none, the rows are skipped with a message). Peer: a Python loop over the
+   grid, `scipy.optimize.root` (`hybr`, with the analytic Jacobian) and
    `numpy.linalg.eigvals` per grid point. Error: grid points whose stability
-   disagrees with `b < 1 + a^2` (points on the curve itself not counted).
+   disagrees with the closed form (points on the boundary itself not counted).
 
 Times are medians over `--repeats` calls after a warm-up call, with
 `block_until_ready`. The last column is dynjax's time over the peer's (below 1:
 dynjax is faster), for the steady run and, in its note, for the first result.
 
-    python benchmarks/continuation.py                       # ~3 min on 2 cores
     python benchmarks/continuation.py --pydstool-python ~/.venv-pydstool/bin/python
-    python benchmarks/continuation.py --quick               # 8-value sweep, 16 x 16
+    python benchmarks/continuation.py           # no PyDSTool rows; ~7 min on 2 cores
+    python benchmarks/continuation.py --quick   # 8-value sweep, 16 x 16 charts
     python benchmarks/continuation.py --skip sweep-peers,chart
 
 This file also runs as the PyDSTool worker (`--worker pydstool`, under Python
