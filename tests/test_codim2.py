@@ -180,10 +180,13 @@ def _cusp_point(sigma):
 
 
 @pytest.mark.parametrize("sigma", [0.3, -0.5])
-def test_cusp_moves_with_sigma(sigma, cusp_branch, cusp_curve):
+def test_cusp_moves_with_sigma(sigma, cusp_branch, cusp_curve, caplog):
     del cusp_curve  # compiled once already: this call reuses it
     # (The branch at sigma = 0 gives a start near the fold; it is corrected.)
-    curve = fold_curve(_Cusp(sigma=sigma), _CUSP_PAIR, cusp_branch, 0, **_CUSP_OPTS)
+    with caplog.at_level(logging.WARNING, logger="jax"), jax.log_compiles():
+        curve = fold_curve(_Cusp(sigma=sigma), _CUSP_PAIR, cusp_branch, 0, **_CUSP_OPTS)
+    compiles = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+    assert compiles == []
     mu, lam, states = _valid(curve)
     x = states[:, 0]
     np.testing.assert_allclose(lam, 3 * x**2 - 2 * sigma * x, atol=1e-8)
@@ -502,7 +505,9 @@ def test_henon_chart():
                 # No fixed point: flagged, not NaN.
                 assert not converged[i, j] and n_unstable[i, j] == -1
                 assert names[i, j] == "not converged"
-                assert np.all(np.isfinite(np.asarray(chart.states[i, j])))
+                np.testing.assert_array_equal(
+                    np.asarray(chart.states[i, j]), np.asarray(x0(ai, bj))
+                )
                 continue
             assert converged[i, j]
             x, y = np.asarray(chart.states[i, j])

@@ -28,9 +28,11 @@ class StabilityChart(eqx.Module):
     - `parameter1`: shape `(n1,)`; `parameter2`: shape `(n2,)`; grid point `(i, j)`
         is `(parameter1[i], parameter2[j])`.
     - `states`: shape `(n1, n2, d)`, the equilibrium / fixed point found by
-        Newton's method (the last iterate where it did not converge).
+        Newton's method; where it did not converge, the start `x0` (finite, and
+        flagged by `converged`).
     - `eigenvalues`: shape `(n1, n2, d)`, complex: of the Jacobian (flows) or of
-        `D(G^period)` (maps), sorted by decreasing real part / modulus.
+        `D(G^period)` (maps) at `states`, sorted by decreasing real part /
+        modulus.
     - `n_unstable`: shape `(n1, n2)`, the number of eigenvalues with
         `Re lambda > tol` (flows) or `log|mu| > tol` (maps); `-1` where Newton did
         not converge.
@@ -94,8 +96,8 @@ def _chart(problem, x0s, P1, P2, tol, rtol, atol, max_newton):
         sol = optx.root_find(R, solver, x0, problem, max_steps=max_newton, throw=False)
         x = sol.value
         ok = (sol.result == optx.RESULTS.successful) & jnp.all(jnp.isfinite(x))
-        x_safe = jnp.where(ok, x, x0)
-        lam = jnp.linalg.eigvals(problem.jacobian(x_safe, p))
+        x = jnp.where(ok, x, x0)
+        lam = jnp.linalg.eigvals(problem.jacobian(x, p))
         lam = lam[jnp.argsort(-_growth(lam, problem.is_map), stable=True)]
         stability, _, n_unstable, _ = _classify(lam, problem.is_map, tol)
         return x, lam, jnp.where(ok, n_unstable, -1), stability, ok
