@@ -1109,13 +1109,15 @@ def _stability_runs(stable, index, bif_param, bif_state, param, state):
 def bifurcation_diagram(
     branches, *, coordinate=0, ax=None, system=None, parameter="parameter"
 ):
-    """Plot branches of equilibria or fixed points from `dynjax.continuation`:
-    stable parts solid, unstable parts dashed, bifurcation points marked and named.
+    """Plot branches of equilibria or fixed points from `dynjax.continuation` and
+    branches of periodic orbits from `dynjax.cycle_continuation`: stable parts
+    solid, unstable parts dashed, bifurcation points marked and named.
 
     **Arguments:**
 
-    - `branches`: a `dynjax.Branch`, or a sequence of them (each in its own
-        colour).
+    - `branches`: a `dynjax.Branch` or `dynjax.CycleBranch`, or a sequence of them
+        (each in its own colour). A branch of cycles is drawn as two lines, the
+        maximum and the minimum of `coordinate` over each cycle.
     - `coordinate`: the state coordinate drawn against the parameter.
     - `ax`: a matplotlib Axes; a new figure is made if `None`.
     - `system`: the system continued; gives the y-axis label (`state_names`).
@@ -1135,22 +1137,23 @@ def bifurcation_diagram(
     **Raises:**
 
     `ValueError` if `coordinate` is not a state index or `branches` holds
-    something other than `dynjax.Branch`es.
+    something other than `dynjax.Branch`es and `dynjax.CycleBranch`es.
 
     **Reference:** Yu. A. Kuznetsov, *Elements of Applied Bifurcation Theory*,
     3rd ed. (Springer, 2004), chapter 10 (the conventions of AUTO and MatCont).
     """
     from matplotlib.lines import Line2D
 
-    from ._continuation import Branch
+    from ._continuation import Branch, CycleBranch
 
-    if isinstance(branches, Branch):
+    if isinstance(branches, (Branch, CycleBranch)):
         branches = [branches]
     branches = list(branches)
-    if not branches or not all(isinstance(b, Branch) for b in branches):
+    if not branches or not all(isinstance(b, (Branch, CycleBranch)) for b in branches):
         raise ValueError(
-            "`branches` must be a `dynjax.Branch` or a sequence of them (the "
-            "results of `dynjax.continuation`)."
+            "`branches` must be a `dynjax.Branch` / `dynjax.CycleBranch` or a "
+            "sequence of them (the results of `dynjax.continuation`, "
+            "`dynjax.switch_branch`, `dynjax.cycle_continuation`)."
         )
     d = branches[0].states.shape[1]
     if not (isinstance(coordinate, (int, np.integer)) and 0 <= coordinate < d):
@@ -1165,16 +1168,27 @@ def bifurcation_diagram(
         color = colors[j % len(colors)]
         n = int(branch.n_points)
         param = np.asarray(branch.parameter)[:n]
-        state = np.asarray(branch.states)[:n, coordinate]
         stable = np.asarray(branch.stable)[:n]
         bif = branch.bifurcations
         names = bif.names
         m = len(names)
         bp = np.asarray(bif.parameter)[:m]
-        bs = np.asarray(bif.state)[:m, coordinate]
         index = np.asarray(bif.index)[:m]
-        for is_stable, xs, ys in _stability_runs(stable, index, bp, bs, param, state):
-            ax.plot(xs, ys, color=color, lw=1.3, ls="-" if is_stable else "--")
+        if isinstance(branch, CycleBranch):
+            # A cycle is drawn by the max and the min of the coordinate over it;
+            # its bifurcations on the max, at the nearer point of the interval.
+            orbit = np.asarray(branch.orbits)[:n, :, coordinate]
+            extremes = [orbit.max(axis=1), orbit.min(axis=1)]
+            bs = extremes[0][np.clip(index, 0, max(n - 1, 0))]
+        else:
+            extremes = [np.asarray(branch.states)[:n, coordinate]]
+            bs = np.asarray(bif.state)[:m, coordinate]
+        for e, state in enumerate(extremes):
+            anchor = bs if e == 0 else extremes[1][np.clip(index, 0, max(n - 1, 0))]
+            for is_stable, xs, ys in _stability_runs(
+                stable, index, bp, anchor, param, state
+            ):
+                ax.plot(xs, ys, color=color, lw=1.3, ls="-" if is_stable else "--")
         for kind in _BIFURCATION_MARKERS:
             sel = [k for k in range(m) if names[k] == kind]
             if not sel:
@@ -1224,4 +1238,109 @@ def bifurcation_diagram(
     ax.legend(handles=handles, loc="best", fontsize="small", framealpha=0.8)
     ax.set_xlabel(parameter)
     ax.set_ylabel(_labels(system, None, d)[coordinate])
+    return ax
+
+
+def two_parameter_diagram(curves=(), *, chart=None, ax=None, parameters=None):
+    """Plot a two-parameter bifurcation diagram: curves of fold / Hopf points from
+    `dynjax.fold_curve` / `dynjax.hopf_curve` with their codimension-two points,
+    over a stability chart from `dynjax.stability_chart`.
+
+    **Arguments:**
+
+    - `curves`: a `dynjax.BifurcationCurve` or a sequence of them, drawn as
+        `(parameter1, parameter2)`: fold curves solid, Hopf curves dashed; the
+        neutral-saddle part of a Hopf curve (`kappa < 0`, not a bifurcation) is
+        not drawn.
+    - `chart`: a `dynjax.StabilityChart` on the same two parameters in the same
+        order, drawn as the number of unstable eigenvalues (grey: Newton did not
+        converge).
+    - `ax`: a matplotlib Axes; a new figure is made if `None`.
+    - `parameters`: the two axis labels.
+
+    **Returns:**
+
+    The Axes: the chart (a `QuadMesh`, with a colour bar), then per curve its line
+    and one line of markers per kind of codimension-two point, each named by a
+    text annotation (`ax.texts`).
+
+    **Raises:**
+
+    `ValueError` if `curves` holds something other than `dynjax.BifurcationCurve`s
+    or `chart` is not a `dynjax.StabilityChart`.
+
+    **Reference:** Yu. A. Kuznetsov, *Elements of Applied Bifurcation Theory*,
+    3rd ed. (Springer, 2004), chapters 8 and 10.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    from ._continuation import BifurcationCurve, StabilityChart
+
+    if isinstance(curves, BifurcationCurve):
+        curves = [curves]
+    curves = list(curves)
+    if not all(isinstance(c, BifurcationCurve) for c in curves):
+        raise ValueError(
+            "`curves` must be a `dynjax.BifurcationCurve` or a sequence of them (the "
+            "results of `dynjax.fold_curve` / `dynjax.hopf_curve`)."
+        )
+    if chart is not None and not isinstance(chart, StabilityChart):
+        raise ValueError("`chart` must be a `dynjax.StabilityChart`.")
+    ax = _new_axes(ax, (6, 4.5))
+    if chart is not None:
+        n_unstable = np.asarray(chart.n_unstable).astype(float)
+        top = int(max(n_unstable.max(), 1))
+        colours = ["#f7f7f7"] + [
+            plt.get_cmap("Reds")(0.35 + 0.5 * k / top) for k in range(1, top + 1)
+        ]
+        cmap = ListedColormap(colours).with_extremes(bad="0.6")
+        norm = BoundaryNorm(np.arange(-0.5, top + 1.5), cmap.N)
+        values = np.ma.masked_where(~np.asarray(chart.converged), n_unstable)
+        mesh = ax.pcolormesh(
+            np.asarray(chart.parameter1),
+            np.asarray(chart.parameter2),
+            values.T,
+            cmap=cmap,
+            norm=norm,
+            shading="nearest",
+        )
+        colourbar = ax.figure.colorbar(mesh, ax=ax, ticks=range(top + 1))
+        colourbar.set_label("unstable eigenvalues")
+    for j, curve in enumerate(curves):
+        n = int(curve.n_points)
+        p1 = np.asarray(curve.parameter1)[:n].copy()
+        p2 = np.asarray(curve.parameter2)[:n].copy()
+        hide = np.asarray(curve.neutral_saddle)[:n]
+        p1[hide], p2[hide] = np.nan, np.nan
+        label = "fold" if curve.kind == "fold" else "Hopf"
+        ax.plot(
+            p1, p2, color=f"C{j % 10}", ls="-" if curve.kind == "fold" else "--",
+            lw=1.5, label=label,
+        )  # fmt: skip
+        bif = curve.bifurcations
+        names = bif.names
+        q1 = np.asarray(bif.parameter)[: len(names)]
+        q2 = np.asarray(curve.bifurcation_parameter2)[: len(names)]
+        for kind in _BIFURCATION_MARKERS:
+            sel = [k for k in range(len(names)) if names[k] == kind]
+            if sel:
+                ax.plot(
+                    q1[sel], q2[sel], ls="none", marker=_BIFURCATION_MARKERS[kind],
+                    ms=7, mfc="white", mec="k", zorder=3,
+                    label=_BIFURCATION_LABELS[kind],
+                )  # fmt: skip
+        for k in range(len(names)):
+            ax.annotate(
+                _BIFURCATION_LABELS[names[k]],
+                (q1[k], q2[k]),
+                textcoords="offset points",
+                xytext=(5, 5),
+                fontsize="x-small",
+            )
+    if curves:
+        ax.legend(loc="best", fontsize="small", framealpha=0.8)
+    if parameters is not None:
+        ax.set_xlabel(parameters[0])
+        ax.set_ylabel(parameters[1])
     return ax
