@@ -447,6 +447,9 @@ def test_bad_input(hopf_equilibria):
         dynjax.cycle_continuation(system, _MU, (not_hopf, 0))
     with pytest.raises(ValueError, match="`n_points` must be an int >= 2"):
         dynjax.cycle_continuation(system, _MU, (eq, 0), n_points=1)
+    line = dynjax.Flow(lambda t, x, p: p["mu"] * x, {"mu": 1.0}, d=1)
+    with pytest.raises(ValueError, match="only in dimension d >= 2"):
+        dynjax.cycle_continuation(line, _MU_PARAM, _orbit(jnp.ones(1), 1.0))
     failed = _orbit(jnp.ones(2), 6.0, RESULTS.shooting_diverged)
     with pytest.raises(ValueError, match="whose solve failed"):
         dynjax.cycle_continuation(system, _MU, failed)

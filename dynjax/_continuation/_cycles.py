@@ -475,10 +475,12 @@ def cycle_continuation(
 
     **Raises:**
 
-    `ValueError` if `system` is not a flow, `parameter` is not a scalar field,
-    `start` is neither a `PeriodicOrbit` nor `(Branch, k)` with `k` a Hopf point,
-    or an option is malformed; at run time (with `throw`) if the start cannot be
-    corrected onto a cycle or the step size collapses.
+    `ValueError` if `system` is not a flow of dimension `d >= 2`, `parameter` is
+    not a scalar field, `start` is neither a converged `PeriodicOrbit` nor
+    `(Branch, k)` with `k` a Hopf point, or an option is malformed. At run time
+    (with `throw`), `equinox.EquinoxRuntimeError` if the start cannot be corrected
+    onto a cycle (`not_converged`; also a Hopf point of another system) or the
+    step size collapses (`continuation_step_collapsed`).
 
     !!! Example
 
@@ -565,6 +567,11 @@ def cycle_continuation(
             f"`bifurcations`; got {type(start).__name__}."
         )
     system, x0, args = conform(system, x0, verb="cycle_continuation", args=args)
+    if x0.ndim != 1 or x0.shape[0] < 2:
+        raise ValueError(
+            "A flow has periodic orbits only in dimension d >= 2; got a state of "
+            f"shape {x0.shape}."
+        )
     dtype = x0.dtype
     if from_hopf:
         s = (
