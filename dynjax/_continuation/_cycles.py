@@ -458,7 +458,12 @@ def cycle_continuation(
     - `amplitude`: from a Hopf point, the amplitude of the first cycle (default
         `1e-3 (1 + max |x_H|)`).
     - `rtol`, `atol`: Newton tolerances (default `1e-9` each in float64, `1e-4`
-        in float32: continuation is meant for float64).
+        in float32: continuation is meant for float64). `atol` bounds the closure
+        residual, which the integration error times the largest multiplier
+        limits: towards a homoclinic orbit the unstable multiplier grows without
+        bound (Lorenz, `rho -> 13.926`: `~1e3` at `rho = 13.97`, where the steps
+        stall with the defaults; with `atol = rtol = 1e-7` the branch reaches
+        `rho = 13.933`, multiplier `~2e4`).
     - `max_newton`: Newton steps per correction.
     - `args`: the system's run-time arguments.
     - `solver`, `stepsize_controller`, `ode_max_steps`: the diffrax integration
