@@ -323,9 +323,23 @@ def test_no_recompile_with_a_parameter_name(transcritical, caplog):
             -0.5,
             **_TC_OPTS,
         )
+        # Other steps and bounds are values, not a new program.
+        narrower = dynjax.continuation(
+            TranscriticalNormalForm(mu=-0.5),
+            "mu",
+            jnp.array([0.0, 0.0]),
+            -0.5,
+            p_min=-0.8,
+            p_max=0.6,
+            ds=0.02,
+            ds_max=0.05,
+        )
     assert again.result == RESULTS.successful
     compiles = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
     assert compiles == []
+    mu = np.asarray(narrower.parameter[: int(narrower.n_points)])
+    assert -0.8 <= mu.min() < -0.7 and 0.5 < mu.max() <= 0.6
+    assert np.diff(np.sort(mu)).max() <= 0.05 + 1e-12
 
 
 _HOPF_CASES = [(1.0, 1.0), (2.0, 3.0), (0.5, 0.25), (-1.0, 2.0), (-0.3, 0.7)]

@@ -754,16 +754,19 @@ def _prepare(
         )
     system, x0, args = conform(system, x0, verb=verb, args=args)
     f64 = jnp.finfo(x0.dtype).bits >= 64
+    # (Steps and bounds as arrays: another `p_max` or `ds_max` reuses the
+    # compilation. The tolerances configure optimistix's solvers: static.)
+    traced = lambda v: jnp.asarray(v, x0.dtype)  # noqa: E731
     opts = ArclengthOptions(
-        ds=ds,
-        ds_min=ds_min,
-        ds_max=ds_max,
+        ds=traced(ds),
+        ds_min=traced(ds_min),
+        ds_max=traced(ds_max),
         n_points=n_points,
         max_newton=max_newton,
         rtol=(1e-10 if f64 else 1e-5) if rtol is None else rtol,
         atol=(1e-12 if f64 else 1e-6) if atol is None else atol,
-        lower=p_min,
-        upper=p_max,
+        lower=traced(p_min),
+        upper=traced(p_max),
     )
     return _Problem(system, where, period, args), x0, opts
 
