@@ -168,12 +168,13 @@ def _evaluate(problem, z, t_prev):
     return t, jnp.stack([fold, bp, flip, ns]), mu, M
 
 
-def _bisect(problem, z, t, s_hi, f0, which, opts, n_iter):
+def _bisect(problem, z, t, s_hi, f0, which, active, opts, n_iter):
     """Bisection in the arclength `s` in `[0, s_hi]` on test function `which`
     (`f0` its value at `s = 0`) between branch point `z` (tangent `t`, reference
     at `z`) and the next one, every trial point corrected onto the branch.
     Returns the last trial point (within `2^-n_iter s_hi` of the zero), its
-    nontrivial multipliers and whether its correction converged."""
+    nontrivial multipliers and whether its correction converged. No iteration
+    where not `active` (vmapped, the loop ends at once when no slot is)."""
 
     def psi(s):
         zc, ok, _ = correct(_F, z + s * t, t, problem, opts)
@@ -181,12 +182,13 @@ def _bisect(problem, z, t, s_hi, f0, which, opts, n_iter):
         _, tests, mu, _ = _evaluate(problem, zc, t)
         return tests[which], zc, mu, ok
 
-    def body(_, carry):
-        lo, hi, flo, _ = carry
+    def body(carry):
+        i, lo, hi, flo, _ = carry
         mid = 0.5 * (lo + hi)
         fm, *point = psi(mid)
         same = jnp.sign(fm) == jnp.sign(flo)
         return (
+            i + 1,
             jnp.where(same, mid, lo),
             jnp.where(same, hi, mid),
             jnp.where(same, fm, flo),
@@ -194,9 +196,9 @@ def _bisect(problem, z, t, s_hi, f0, which, opts, n_iter):
         )
 
     d = z.shape[0] - 2
-    point = [z, jnp.zeros((d - 1,), jnp.result_type(z.dtype, 1j)), jnp.array(True)]
-    init = (jnp.zeros_like(s_hi), s_hi, f0, point)
-    return jax.lax.fori_loop(0, n_iter, body, init)[3]
+    point = [z, jnp.zeros((d - 1,), jnp.result_type(z.dtype, 1j)), jnp.array(False)]
+    init = (jnp.array(0), jnp.zeros_like(s_hi), s_hi, f0, point)
+    return jax.lax.while_loop(lambda c: active & (c[0] < n_iter), body, init)[4]
 
 
 # --- the start ---------------------------------------------------------------------
@@ -322,11 +324,11 @@ def _cycle_continuation(
     which = order // (N - 1)
     index = order % (N - 1)
 
-    def locate(w, k):
+    def locate(w, k, f):
         z, t = safe_z[k], safe_t[k]
         prob = _update(problem, z)
         s_hi = jnp.dot(t, safe_z[k + 1] - z)
-        zb, mub, ok = _bisect(prob, z, t, s_hi, psi[k, w], w, opts, n_bisect)
+        zb, mub, ok = _bisect(prob, z, t, s_hi, psi[k, w], w, f, opts, n_bisect)
         # Neimark-Sacker: the angle of the pair nearest the unit circle; a real
         # pair with product 1 (a neutral saddle cycle) is no bifurcation.
         on_circle = jnp.abs(jnp.abs(mub) - 1.0)
@@ -335,7 +337,9 @@ def _cycle_continuation(
         theta = jnp.where(complex_[j], jnp.abs(jnp.angle(mub[j])), jnp.nan)
         return zb, theta, ok
 
-    located, theta, converged = jax.vmap(locate)(which, jnp.where(found, index, 0))
+    located, theta, converged = jax.vmap(locate)(
+        which, jnp.where(found, index, 0), found
+    )
     kinds = jnp.asarray(_KINDS)[which]
     is_ns = which == 3
     found = found & ~(is_ns & ~jnp.isfinite(theta))
