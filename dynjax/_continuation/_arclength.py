@@ -94,7 +94,9 @@ def arclength(
     # With `update`, the array leaves of `args` travel in the loop's carry.
     if update is not None:
         args = update(args, z0)
-    dynamic, static = eqx.partition(args, eqx.is_array)
+        dynamic, static = eqx.partition(args, eqx.is_array)
+    else:
+        dynamic, static = None, args
 
     def cond(carry):
         i, _, _, h, _, _, stopped, _ = carry
@@ -102,7 +104,7 @@ def arclength(
 
     def body(carry):
         i, z, t, h, zs, ts, stopped, dyn = carry
-        a = eqx.combine(dyn, static)
+        a = static if update is None else eqx.combine(dyn, static)
         z_pred = z + h * t
         z_new, ok, steps = correct(F, z_pred, t, a, opts)
         a_new = a if update is None else update(a, z_new)
@@ -123,8 +125,9 @@ def arclength(
         i = i + accept.astype(i.dtype)
         z = jnp.where(accept, z_new, z)
         t = jnp.where(accept, t_new, t)
-        dyn_new = eqx.filter(a_new, eqx.is_array)
-        dyn = jax.tree.map(lambda u, v: jnp.where(accept, u, v), dyn_new, dyn)
+        if update is not None:
+            dyn_new = eqx.filter(a_new, eqx.is_array)
+            dyn = jax.tree.map(lambda u, v: jnp.where(accept, u, v), dyn_new, dyn)
         return i, z, t, h_next, zs, ts, stopped, dyn
 
     h0 = jnp.asarray(opts.ds, dtype)
