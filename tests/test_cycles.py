@@ -429,27 +429,33 @@ def test_neimark_sacker():
 # --- errors ------------------------------------------------------------------------
 
 
-def test_bad_input(hopf_equilibria):
-    eq = hopf_equilibria[_HOPF_CASES[0]]
-    system = HopfNormalForm(mu=-0.5)
+def test_bad_input():
+    system = HopfNormalForm(mu=0.1)
+    orbit = _orbit(jnp.array([0.3, 0.0]), 2 * np.pi)
     with pytest.raises(ValueError, match="takes an autonomous flow"):
-        dynjax.cycle_continuation(Logistic(), "r", (eq, 0))
+        dynjax.cycle_continuation(Logistic(), "r", orbit)
     with pytest.raises(ValueError, match="has no parameter 'rho'"):
-        dynjax.cycle_continuation(system, "rho", (eq, 0))
+        dynjax.cycle_continuation(system, "rho", orbit)
     with pytest.raises(ValueError, match="`direction` must be"):
-        dynjax.cycle_continuation(system, _MU, (eq, 0), direction="up")
+        dynjax.cycle_continuation(system, _MU, orbit, direction="up")
     with pytest.raises(ValueError, match="`start` must be a `dynjax.PeriodicOrbit`"):
         dynjax.cycle_continuation(system, _MU, jnp.zeros(2))
-    with pytest.raises(ValueError, match="the branch has 1 bifurcation points"):
-        dynjax.cycle_continuation(system, _MU, (eq, 3))
-    not_hopf = eqx.tree_at(lambda b: b.bifurcations.kind, eq, eq.bifurcations.kind * 0)
-    with pytest.raises(ValueError, match="is not a Hopf point: it is a 'fold'"):
-        dynjax.cycle_continuation(system, _MU, (not_hopf, 0))
     with pytest.raises(ValueError, match="`n_points` must be an int >= 2"):
-        dynjax.cycle_continuation(system, _MU, (eq, 0), n_points=1)
+        dynjax.cycle_continuation(system, _MU, orbit, n_points=1)
     line = dynjax.Flow(lambda t, x, p: p["mu"] * x, {"mu": 1.0}, d=1)
     with pytest.raises(ValueError, match="only in dimension d >= 2"):
         dynjax.cycle_continuation(line, _MU_PARAM, _orbit(jnp.ones(1), 1.0))
     failed = _orbit(jnp.ones(2), 6.0, RESULTS.shooting_diverged)
     with pytest.raises(ValueError, match="whose solve failed"):
         dynjax.cycle_continuation(system, _MU, failed)
+
+
+@pytest.mark.slow  # (the fixture: a continuation of equilibria)
+def test_bad_hopf_start(hopf_equilibria):
+    eq = hopf_equilibria[_HOPF_CASES[0]]
+    system = HopfNormalForm(mu=-0.5)
+    with pytest.raises(ValueError, match="the branch has 1 bifurcation points"):
+        dynjax.cycle_continuation(system, _MU, (eq, 3))
+    not_hopf = eqx.tree_at(lambda b: b.bifurcations.kind, eq, eq.bifurcations.kind * 0)
+    with pytest.raises(ValueError, match="is not a Hopf point: it is a 'fold'"):
+        dynjax.cycle_continuation(system, _MU, (not_hopf, 0))
