@@ -819,3 +819,47 @@ def test_singular_start():
             PitchforkNormalForm(mu=0.0), _MU, jnp.array([0.0, 0.0]), 0.0,
             ds=0.0137, p_min=-1.5, p_max=1.0,
         )  # fmt: skip
+
+
+class _FloatCusp(dynjax.AbstractFlow):
+    """x' = a + b x - x^3, y' = -y, with plain float fields (a user's system)."""
+
+    a: float = 0.0
+    b: float = 1.0
+    d = 2
+
+    def vector_field(self, t, x, args=None):
+        u, y = x
+        return jnp.stack([self.a + self.b * u - u**3, -y])
+
+
+def test_grad_of_a_fold_with_float_fields_and_a_start_depending_on_b(caplog):
+    # Folds where b = 3 x^2: a = -+2 (b/3)^(3/2) at x = +-sqrt(b/3), so
+    # d a_fold / d b = -+sqrt(b/3) and d x_fold / d b = +-1 / (2 sqrt(3 b)). On
+    # the way the eigenvalue b - 3 x^2 passes -1, the y-eigenvalue (a repeated
+    # eigenvalue); the start x0 depends on b (a guess, corrected: no derivative).
+    def fold(b, k):
+        x0 = jnp.stack([-1.3247 + 0.0 * b, 0.0])
+        branch = dynjax.continuation(
+            _FloatCusp(a=-1.0, b=b), "a", x0, -1.0, p_min=-1.0, p_max=1.0
+        )
+        return branch.bifurcations.parameter[k], branch.bifurcations.state[k, 0]
+
+    b = 1.2
+    for k in (0, 1):
+        (a_k, x_k), vjp = jax.vjp(lambda q: fold(q, k), b)
+        sign = np.sign(float(a_k))
+        assert abs(float(a_k) - sign * 2 * (b / 3) ** 1.5) < 1e-10
+        assert abs(float(x_k) + sign * np.sqrt(b / 3)) < 1e-8
+        (da,) = vjp((jnp.array(1.0), jnp.array(0.0)))
+        (dx,) = vjp((jnp.array(0.0), jnp.array(1.0)))
+        assert abs(float(da) - sign * np.sqrt(b / 3)) < 1e-8
+        assert abs(float(dx) + sign / (2 * np.sqrt(3 * b))) < 1e-7
+    # Float fields are values: another b does not compile again.
+    kw = dict(p_min=-1.0, p_max=1.0)
+    x0 = jnp.array([-1.3, 0.0])
+    dynjax.continuation(_FloatCusp(a=-1.0, b=1.1), "a", x0, -1.0, **kw)
+    with caplog.at_level(logging.WARNING, logger="jax"), jax.log_compiles():
+        dynjax.continuation(_FloatCusp(a=-1.0, b=0.8), "a", x0, -1.0, **kw)
+    compiles = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+    assert compiles == []

@@ -81,7 +81,8 @@ def arclength(
     """Continue from the corrected point `z0` with unit tangent `t0`, storing up to
     `opts.n_points` points (the first is `z0`). Adaptive step: doubled (to
     `ds_max`) after a correction in at most 3 Newton steps, halved after a failed
-    or too distant correction, stop below `ds_min` or outside the bounds.
+    or too distant correction, stop below `ds_min`; a step past a bound on the
+    parameter is followed by one correction at `p = bound`, the last point.
 
     `update(args, z)`, if given, returns the `args` to use from the accepted point
     `z` on (e.g. a phase condition's reference moved to the last point); the
@@ -98,15 +99,20 @@ def arclength(
     else:
         dynamic, static = None, args
 
+    e_p = jnp.zeros_like(z0).at[-1].set(1.0)
+
     def cond(carry):
-        i, _, _, h, _, _, stopped, _ = carry
+        i, _, _, h, _, _, stopped, _, _ = carry
         return (i < N) & (stopped < 0)
 
     def body(carry):
-        i, z, t, h, zs, ts, stopped, dyn = carry
+        i, z, t, h, zs, ts, stopped, dyn, land = carry
         a = static if update is None else eqx.combine(dyn, static)
-        z_pred = z + h * t
-        z_new, ok, steps = correct(F, z_pred, t, a, opts)
+        # After a step past a bound, one last correction on the hyperplane
+        # `p = bound` from the interpolated point lands the branch on the bound.
+        landing = jnp.all(jnp.isfinite(land))
+        z_pred = jnp.where(landing, land, z + h * t)
+        z_new, ok, steps = correct(F, z_pred, jnp.where(landing, e_p, t), a, opts)
         a_new = a if update is None else update(a, z_new)
         t_new = tangent(F, z_new, t, a_new)
         # Reject a correction that went far from the prediction or turned
@@ -114,25 +120,30 @@ def arclength(
         ok = ok & (jnp.linalg.norm(z_new - z_pred) < 0.5 * h + 10 * opts.atol)
         ok = ok & (jnp.dot(t_new, t) > 0.5)
         p = z_new[-1]
-        inside = (p >= opts.lower) & (p <= opts.upper)
+        slack = 10 * opts.atol
+        inside = (p >= opts.lower - slack) & (p <= opts.upper + slack)
         accept = ok & inside
         zs = jnp.where(accept, zs.at[i].set(z_new), zs)
         ts = jnp.where(accept, ts.at[i].set(t_new), ts)
         grow = jnp.where(steps <= 3, 2.0, 1.0)
         h_next = jnp.where(ok, jnp.minimum(h * grow, opts.ds_max), h / 2)
-        stopped = jnp.where(ok & ~inside, 0, stopped)
-        stopped = jnp.where(~ok & (h / 2 < opts.ds_min), 1, stopped)
+        bound = jnp.where(p > opts.upper, opts.upper, opts.lower)
+        frac = (bound - z[-1]) / (p - z[-1])
+        land = jnp.where(~landing & ok & ~inside, z + frac * (z_new - z), jnp.nan)
+        stopped = jnp.where(landing, 0, stopped)
+        stopped = jnp.where(~landing & ~ok & (h / 2 < opts.ds_min), 1, stopped)
         i = i + accept.astype(i.dtype)
         z = jnp.where(accept, z_new, z)
         t = jnp.where(accept, t_new, t)
         if update is not None:
             dyn_new = eqx.filter(a_new, eqx.is_array)
             dyn = jax.tree.map(lambda u, v: jnp.where(accept, u, v), dyn_new, dyn)
-        return i, z, t, h_next, zs, ts, stopped, dyn
+        return i, z, t, h_next, zs, ts, stopped, dyn, land
 
     h0 = jnp.asarray(opts.ds, dtype)
-    init = (jnp.array(1), z0, t0, h0, zs, ts, jnp.array(-1), dynamic)
-    i, _, _, _, zs, ts, stopped, _ = jax.lax.while_loop(cond, body, init)
+    no_land = jnp.full_like(z0, jnp.nan)
+    init = (jnp.array(1), z0, t0, h0, zs, ts, jnp.array(-1), dynamic, no_land)
+    i, _, _, _, zs, ts, stopped, _, _ = jax.lax.while_loop(cond, body, init)
     return ArclengthBranch(zs, ts, i, jnp.maximum(stopped, 0))
 
 

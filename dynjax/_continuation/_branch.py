@@ -142,6 +142,15 @@ def _where(parameter) -> Callable:
     )
 
 
+def floats_as_arrays(tree, dtype):
+    """Python `float` fields (e.g. `mu: float = 0.0` in a user's system) as arrays:
+    a compiled verb then reuses its compilation for other values, as it does for
+    array fields."""
+    return jax.tree.map(
+        lambda leaf: jnp.asarray(leaf, dtype) if type(leaf) is float else leaf, tree
+    )
+
+
 class _Problem(eqx.Module):
     system: AbstractSystem
     where: Callable = eqx.field(static=True)
@@ -246,6 +255,21 @@ def _bisect(problem, z, t, s_hi, which, opts, n_iter=60):
     return psi(0.5 * (lo + hi))[1]
 
 
+def _ift_step(G, w, system):
+    """`w - pinv(G_w) G(w, system)` at a solution `w` of `G(w, system) = 0`: equal
+    to `w` (to rounding), with the implicit-function derivative
+    `dw/dsystem = -pinv(G_w) G_system` (least squares for an overdetermined `G`).
+    The pseudo-inverse is finite where `G_w` is singular (an unused or failed
+    slot), so no NaN leaks into the cotangents of the others."""
+    w = jax.lax.stop_gradient(w)
+    finite = jnp.all(jnp.isfinite(w))
+    w = jnp.where(finite, w, 0.0)  # (NaN partials would poison every cotangent)
+    Gw = jax.jacfwd(G)(w, jax.lax.stop_gradient(system))
+    Gw = jnp.where(jnp.all(jnp.isfinite(Gw)), Gw, 0.0)
+    step = jnp.linalg.pinv(Gw) @ G(w, system)
+    return jnp.where(finite & jnp.all(jnp.isfinite(step)), w - step, jnp.nan)
+
+
 def _refine(problem, system, z, kind, opts):
     """Newton on the defining system of a fold / Hopf / flip / Neimark-Sacker
     point from the bisected `z` (differentiable in `system` by the implicit
@@ -282,13 +306,15 @@ def _refine(problem, system, z, kind, opts):
 
         lm = optx.LevenbergMarquardt(rtol=opts.rtol, atol=opts.atol)
         w0 = jax.lax.stop_gradient(jnp.concatenate([z, phi0]))
+        system_ = jax.lax.stop_gradient(system)
         sol = optx.least_squares(
-            R, lm, w0, system, max_steps=10 * opts.max_newton, throw=False
+            R, lm, w0, system_, max_steps=10 * opts.max_newton, throw=False
         )
         ok = (sol.result == optx.RESULTS.successful) & (
-            jnp.linalg.norm(R(sol.value, system)) < 1e3 * opts.atol
+            jnp.linalg.norm(R(sol.value, system_)) < 1e3 * opts.atol
         )
-        return sol.value[: n + 1], jnp.array(jnp.nan, dtype), ok
+        w = _ift_step(R, sol.value, system)
+        return w[: n + 1], jnp.array(jnp.nan, dtype), ok
 
     if kind in ("fold", "flip"):
         target = 1.0 if kind == "fold" else -1.0
@@ -311,10 +337,16 @@ def _refine(problem, system, z, kind, opts):
 
         w0 = jax.lax.stop_gradient(jnp.concatenate([z, v0]))
         sol = optx.root_find(
-            G, solver, w0, system, max_steps=opts.max_newton, throw=False
+            G,
+            solver,
+            w0,
+            jax.lax.stop_gradient(system),
+            max_steps=opts.max_newton,
+            throw=False,
         )
         ok = sol.result == optx.RESULTS.successful
-        return sol.value[: n + 1], jnp.array(jnp.nan, dtype), ok
+        w = _ift_step(G, sol.value, system)
+        return w[: n + 1], jnp.array(jnp.nan, dtype), ok
 
     # Hopf (flows: J v = i omega v) or Neimark-Sacker (maps: J v = e^{i theta} v).
     if kind == "hopf":
@@ -343,9 +375,17 @@ def _refine(problem, system, z, kind, opts):
         norm = jnp.stack([jnp.dot(c, vr) - 1.0, jnp.dot(c, vi)])
         return jnp.concatenate([prob.residual(w[: n + 1]), e1, e2, norm])
 
-    sol = optx.root_find(G, solver, w0, system, max_steps=opts.max_newton, throw=False)
+    sol = optx.root_find(
+        G,
+        solver,
+        w0,
+        jax.lax.stop_gradient(system),
+        max_steps=opts.max_newton,
+        throw=False,
+    )
     ok = sol.result == optx.RESULTS.successful
-    return sol.value[: n + 1], jnp.abs(sol.value[n + 1]), ok
+    w = _ift_step(G, sol.value, system)
+    return w[: n + 1], jnp.abs(w[n + 1]), ok
 
 
 def first_lyapunov_coefficient(f, x, omega) -> Float[Array, ""]:
@@ -479,6 +519,8 @@ def _continuation(problem, x0, p0, opts, direction, max_bifurcations, switch=Non
     dynamic, static = eqx.partition(problem, eqx.is_inexact_array)
     grad_system = problem.system
     problem = eqx.combine(jax.lax.stop_gradient(dynamic), static)
+    # (The start is a guess, corrected: the located points do not depend on it.)
+    x0, p0 = jax.lax.stop_gradient((x0, p0))
     sign = 1.0 if direction != "backward" else -1.0
     if switch is None:
         z0, t0, start_ok, regular = _start(problem, x0, p0, opts, sign)
@@ -753,6 +795,7 @@ def _prepare(
             f"The continuation parameter must be a scalar float field, got {leaf!r}."
         )
     system, x0, args = conform(system, x0, verb=verb, args=args)
+    system = floats_as_arrays(system, x0.dtype)
     f64 = jnp.finfo(x0.dtype).bits >= 64
     # (Steps and bounds as arrays: another `p_max` or `ds_max` reuses the
     # compilation. The tolerances configure optimistix's solvers: static.)

@@ -16,7 +16,7 @@ from .._equilibria._linearize import _classify, _growth, Stability
 from .._results import raise_if_failed, RESULTS
 from .._system._base import AbstractFlow, AbstractMap, AbstractSystem
 from .._system._checks import conform
-from ._branch import _Problem
+from ._branch import _Problem, floats_as_arrays
 from ._codim2 import _pair
 
 
@@ -205,6 +205,7 @@ def stability_chart(
     else:
         x_ref = x0
     system, x_ref, args = conform(system, x_ref, verb="stability_chart", args=args)
+    system = floats_as_arrays(system, x_ref.dtype)
     dtype = x_ref.dtype
     P1, P2 = jnp.meshgrid(
         jnp.asarray(values1, dtype), jnp.asarray(values2, dtype), indexing="ij"

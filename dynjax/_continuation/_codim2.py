@@ -33,6 +33,7 @@ from ._branch import (
     Bifurcations,
     Branch,
     first_lyapunov_coefficient,
+    floats_as_arrays,
 )
 
 
@@ -511,6 +512,7 @@ def _codim2(
     if kind == "hopf" and d < 2:
         raise ValueError("A Hopf point needs a state of dimension d >= 2.")
     system, x, args = conform(system, bif.state[k], verb=verb, args=args)
+    system = floats_as_arrays(system, x.dtype)
     dtype = x.dtype
     f64 = jnp.finfo(dtype).bits >= 64
     opts = ArclengthOptions(
@@ -615,6 +617,7 @@ def fold_curve(
         (defaults as in `dynjax.continuation`).
     - `args`: the system's run-time arguments.
     - `throw`: raise if the start does not converge or the step collapses.
+
     **Returns:**
 
     A `dynjax.BifurcationCurve` with `kind="fold"`.
@@ -708,6 +711,7 @@ def hopf_curve(
         (defaults as in `dynjax.continuation`).
     - `args`: the system's run-time arguments.
     - `throw`: raise if the start does not converge or the step collapses.
+
     **Returns:**
 
     A `dynjax.BifurcationCurve` with `kind="hopf"`, with `kappa`, `frequency` and

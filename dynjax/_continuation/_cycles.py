@@ -26,7 +26,14 @@ from ._arclength import (
     initial_tangent,
     sign_changes,
 )
-from ._branch import _combine, _pair_product, _where, Bifurcations, Branch
+from ._branch import (
+    _combine,
+    _pair_product,
+    _where,
+    Bifurcations,
+    Branch,
+    floats_as_arrays,
+)
 
 
 # Test functions, in this order, and their kinds in `Bifurcations` (indices into
@@ -576,6 +583,7 @@ def cycle_continuation(
             f"`bifurcations`; got {type(start).__name__}."
         )
     system, x0, args = conform(system, x0, verb="cycle_continuation", args=args)
+    system = floats_as_arrays(system, x0.dtype)
     if x0.ndim != 1 or x0.shape[0] < 2:
         raise ValueError(
             "A flow has periodic orbits only in dimension d >= 2; got a state of "
