@@ -107,6 +107,10 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportRedeclaration]
         "branch ends). The points found so far are returned with `throw=False`; "
         "lower `ds_min`, raise `max_newton`, or start past that point."
     )
+    continuation_start_failed = (
+        "The Newton correction of the continuation's start did not converge within "
+        "`max_newton` steps."
+    )
     continuation_singular_start = (
         "The continuation starts at a singular point: the Jacobian [F_x F_p] of the "
         "branch equations has rank below d there (two or more branches cross, e.g. "

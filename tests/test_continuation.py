@@ -692,6 +692,12 @@ def _driven_map():
         (
             lambda: Lorenz(),
             "rho",
+            {"p_min": 2.0, "p_max": 30.0},
+            r"`p0 = 1.0` lies outside `\[p_min, p_max\]",
+        ),
+        (
+            lambda: Lorenz(),
+            "rho",
             {"direction": "up"},
             "`direction` must be 'both', 'forward' or 'backward'",
         ),
@@ -713,7 +719,7 @@ def test_start_far_from_any_equilibrium(saddle_node):
         dynjax.continuation(system, _MU, x0, -1.0, **_SN_OPTS)
     branch = dynjax.continuation(system, _MU, x0, -1.0, throw=False, **_SN_OPTS)
     assert branch.result != RESULTS.successful
-    assert branch.result == RESULTS.not_converged
+    assert branch.result == RESULTS.continuation_start_failed
 
 
 # --- branch switching (Keller's algebraic branching equation) -------------------

@@ -647,7 +647,7 @@ def _continuation(problem, x0, p0, opts, direction, max_bifurcations, switch=Non
     stopped_early = (fwd.stopped == 1) | (back.stopped == 1)
     result = RESULTS.where(
         ~start_ok,
-        RESULTS.not_converged,
+        RESULTS.continuation_start_failed,
         RESULTS.where(
             ~regular,
             RESULTS.continuation_singular_start,
@@ -761,6 +761,12 @@ def continuation(
         system, parameter, x0, period, direction, ds, ds_min, ds_max, p_min, p_max,
         n_points, rtol, atol, max_newton, args, "continuation",
     )  # fmt: skip
+    if isinstance(p0, (int, float)) and not p_min <= p0 <= p_max:
+        raise ValueError(
+            f"The start `p0 = {p0}` lies outside `[p_min, p_max] = [{p_min}, "
+            f"{p_max}]`: the branch would end at its first point. Widen the bounds "
+            "or start inside them."
+        )
     p0 = jnp.asarray(p0, x0.dtype)
     branch = _continuation(problem, x0, p0, opts, direction, max_bifurcations)
     return _maybe_throw(branch, problem, x0, p0, throw, "continuation")
@@ -822,20 +828,20 @@ def _maybe_throw(branch, problem, x0, p0, throw, verb):
         code = int(np.asarray(branch.result._value))
         if code == int(np.asarray(RESULTS.continuation_singular_start._value)):
             return ""
-        if code == int(np.asarray(RESULTS.not_converged._value)) and verb == (
-            "continuation"
+        if code == int(np.asarray(RESULTS.continuation_start_failed._value)) and (
+            verb == "continuation"
         ):
             z = jnp.concatenate([x0, jnp.reshape(p0, (1,))])
             r = float(jnp.max(jnp.abs(problem.residual(z))))
             return (
-                f"In `dynjax.continuation`: the Newton correction of `x0` at `p0` "
-                f"failed; the residual max|F(x0, p0)| at the given `x0` is {r:.3g} "
+                f"In `dynjax.continuation`: the residual max|F(x0, p0)| at the given "
+                f"`x0` is {r:.3g} "
                 f"({'f(x0)' if not problem.is_map else 'G^p(x0) - x0'}). Give an "
                 "`x0` closer to an equilibrium / fixed point at `p0`, raise "
                 "`max_newton`, or run in float64 (float32 tolerances are often out "
                 "of reach for the corrector)."
             )
-        if code == int(np.asarray(RESULTS.not_converged._value)):
+        if code == int(np.asarray(RESULTS.continuation_start_failed._value)):
             return (
                 "In `dynjax.switch_branch`: the correction one step `ds` along the "
                 "other branch failed. Lower `ds`, or raise `max_newton`."
