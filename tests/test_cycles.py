@@ -459,3 +459,48 @@ def test_bad_hopf_start(hopf_equilibria):
     not_hopf = eqx.tree_at(lambda b: b.bifurcations.kind, eq, eq.bifurcations.kind * 0)
     with pytest.raises(ValueError, match="is not a Hopf point: it is a 'fold'"):
         dynjax.cycle_continuation(system, _MU, (not_hopf, 0))
+
+
+class _Selkov(dynjax.AbstractFlow):
+    """Sel'kov's glycolysis model x' = -x + a y + x^2 y, y' = b - a y - x^2 y."""
+
+    a: float = 0.08
+    b: float = 0.3
+    d = 2
+
+    def vector_field(self, t, x, args=None):
+        u, v = x
+        return jnp.stack([-u + self.a * v + u**2 * v, self.b - self.a * v - u**2 * v])
+
+
+@pytest.mark.slow  # (two compilations, ~40-60 s)
+def test_cycles_end_at_the_second_hopf_point():
+    # Strogatz (1994), section 7.3: the equilibrium (b, b / (a + b^2)) has Hopf
+    # points at b^2 = (1 - 2a +- sqrt(1 - 8a)) / 2: for a = 0.08, b^2 = 0.12 and
+    # 0.72. One family of stable cycles joins them; continued from the first, the
+    # branch ends at the second (where the cycle shrinks to the equilibrium),
+    # without the spurious test-function zeros of stepping through it.
+    a, b0 = 0.08, 0.2
+    b_h = np.sqrt([0.12, 0.72])
+    equilibria = dynjax.continuation(
+        _Selkov(a=a, b=b0), "b", jnp.array([b0, b0 / (a + b0**2)]), b0,
+        p_min=0.1, p_max=1.2,
+    )  # fmt: skip
+    assert equilibria.bifurcations.names == ["hopf", "hopf"]
+    np.testing.assert_allclose(equilibria.bifurcations.parameter[:2], b_h, atol=1e-10)
+    cycles = dynjax.cycle_continuation(
+        _Selkov(a=a, b=b0), "b", (equilibria, 0), n_points=150
+    )
+    b = _valid(cycles, "parameter")
+    assert b[0] == pytest.approx(b_h[0], abs=1e-4)
+    assert b[-1] == pytest.approx(b_h[1], abs=5e-3)
+    assert np.all((b > b_h[0] - 1e-4) & (b < b_h[1] + 1e-4))
+    assert _valid(cycles, "amplitude")[-1] < 0.05
+    assert cycles.bifurcations.names == []
+    # Both Hopf points are supercritical here (l1 < 0): the cycles are stable.
+    assert np.all(np.asarray(equilibria.bifurcations.lyapunov_coefficient[:2]) < 0)
+    assert np.all(_valid(cycles, "stable"))
+    # At the ends the period tends to 2 pi / omega, omega^2 = det J = a + b^2.
+    T = _valid(cycles, "period")
+    assert T[0] == pytest.approx(2 * np.pi / np.sqrt(a + b_h[0] ** 2), rel=1e-3)
+    assert T[-1] == pytest.approx(2 * np.pi / np.sqrt(a + b_h[1] ** 2), rel=2e-2)

@@ -113,6 +113,7 @@ def arclength(
         landing = jnp.all(jnp.isfinite(land))
         z_pred = jnp.where(landing, land, z + h * t)
         z_new, ok, steps = correct(F, z_pred, jnp.where(landing, e_p, t), a, opts)
+        z_new = jnp.where(landing, z_new.at[-1].set(land[-1]), z_new)  # (exact)
         a_new = a if update is None else update(a, z_new)
         t_new = tangent(F, z_new, t, a_new)
         # Reject a correction that went far from the prediction or turned

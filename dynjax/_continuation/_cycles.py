@@ -319,6 +319,24 @@ def _cycle_continuation(
         axis=1,
     )
 
+    if start[0] == "hopf":
+        # The family ends where it shrinks back to its starting size after having
+        # grown: at another Hopf point (past it the corrector follows the same
+        # cycles shifted by half a period, with spurious test-function zeros).
+        # (With large steps the branch may step over the zero amplitude: a local
+        # minimum of the amplitude below a tenth of its largest so far marks it.)
+        k = jnp.arange(N)
+        largest = jax.lax.cummax(jnp.where(valid, amplitude, 0.0))
+        grown = largest > 4 * amplitude[0]
+        shrunk = valid & (k >= 2) & grown & (amplitude <= 2 * amplitude[0])
+        amp = jnp.where(valid, amplitude, jnp.inf)
+        before = jnp.concatenate([jnp.full((1,), jnp.inf, dtype), amp[:-1]])
+        after = jnp.concatenate([amp[1:], jnp.full((1,), jnp.inf, dtype)])
+        dip = valid & (k >= 2) & (amp <= before) & (amp <= after)
+        dip = dip & (amp < 0.1 * largest) & grown
+        n = jnp.minimum(n, jnp.min(jnp.where(shrunk | dip, k, N)) + 1)
+        valid = k < n
+
     # Candidate intervals: sign changes of each test function.
     n_kinds = len(_KINDS)
     changes = jax.vmap(lambda v: sign_changes(v, n), in_axes=1)(psi)
@@ -435,7 +453,9 @@ def cycle_continuation(
     from the cycle of amplitude `amplitude` along `Re q` (corrected, the Hopf
     point itself being a degenerate cycle of amplitude 0) with period near
     `2 pi / omega`, and goes towards growing amplitude (one direction only: the
-    other is the same family shifted by half a period).
+    other is the same family shifted by half a period). If the cycles shrink
+    again to the starting amplitude (at a second Hopf point of the same family),
+    the branch ends there.
 
     Along the branch the Floquet multipliers (eigenvalues of the monodromy matrix
     `M = D phi_T(x0)`; the trivial one removed by restricting `M` to the
