@@ -1207,11 +1207,17 @@ def bifurcation_diagram(
             if kind not in kinds_seen:
                 kinds_seen.append(kind)
         for k in range(m):
-            # (Names of points at the same place are stacked, not overprinted.)
-            same = sum(
-                np.allclose(q, (bp[k], bs[k]), rtol=1e-3, atol=1e-3) for q in placed
-            )
-            placed.append((bp[k], bs[k]))
+            # (Names of points at the same place are stacked, not overprinted; a
+            # point found again on another branch is named once.)
+            here = [
+                name
+                for name, q in placed
+                if np.allclose(q, (bp[k], bs[k]), rtol=1e-3, atol=1e-3)
+            ]
+            if names[k] in here:
+                continue
+            same = len(here)
+            placed.append((names[k], (bp[k], bs[k])))
             ax.annotate(
                 _BIFURCATION_LABELS[names[k]],
                 (bp[k], bs[k]),
@@ -1253,8 +1259,8 @@ def two_parameter_diagram(curves=(), *, chart=None, ax=None, parameters=None):
         neutral-saddle part of a Hopf curve (`kappa < 0`, not a bifurcation) is
         not drawn.
     - `chart`: a `dynjax.StabilityChart` on the same two parameters in the same
-        order, drawn as the number of unstable eigenvalues (grey: Newton did not
-        converge).
+        order, drawn as the number of unstable eigenvalues (grey, outside the
+        colour bar's classes: Newton did not converge there).
     - `ax`: a matplotlib Axes; a new figure is made if `None`.
     - `parameters`: the two axis labels.
 
@@ -1307,6 +1313,7 @@ def two_parameter_diagram(curves=(), *, chart=None, ax=None, parameters=None):
         )
         colourbar = ax.figure.colorbar(mesh, ax=ax, ticks=range(top + 1))
         colourbar.set_label("unstable eigenvalues")
+    named = []
     for j, curve in enumerate(curves):
         n = int(curve.n_points)
         p1 = np.asarray(curve.parameter1)[:n].copy()
@@ -1331,6 +1338,12 @@ def two_parameter_diagram(curves=(), *, chart=None, ax=None, parameters=None):
                     label=_BIFURCATION_LABELS[kind],
                 )  # fmt: skip
         for k in range(len(names)):
+            if any(
+                name == names[k] and np.allclose(q, (q1[k], q2[k]), atol=1e-6)
+                for name, q in named
+            ):
+                continue
+            named.append((names[k], (q1[k], q2[k])))
             ax.annotate(
                 _BIFURCATION_LABELS[names[k]],
                 (q1[k], q2[k]),
@@ -1339,7 +1352,12 @@ def two_parameter_diagram(curves=(), *, chart=None, ax=None, parameters=None):
                 fontsize="x-small",
             )
     if curves:
-        ax.legend(loc="best", fontsize="small", framealpha=0.8)
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))  # (a point shared by two curves: once)
+        ax.legend(
+            unique.values(), unique.keys(), loc="best", fontsize="small",
+            framealpha=0.8,
+        )  # fmt: skip
     if parameters is not None:
         ax.set_xlabel(parameters[0])
         ax.set_ylabel(parameters[1])

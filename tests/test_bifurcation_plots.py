@@ -145,6 +145,12 @@ def test_two_parameter_diagram_curves_points_and_chart():
     np.testing.assert_array_equal(xy[b2 <= 0, 1], b2[b2 <= 0])
     assert lines[3].get_label() == "Bogdanov-Takens"
     assert [t.get_text() for t in ax.texts] == ["cusp", "Bogdanov-Takens"]
+    # A point on two curves (Bogdanov-Takens on the fold and the Hopf curve of
+    # its normal form) is named and listed once.
+    ax = dynjax.plot.two_parameter_diagram([hopf, hopf])
+    assert [t.get_text() for t in ax.texts] == ["Bogdanov-Takens"]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["Hopf", "Bogdanov-Takens"]
     with pytest.raises(
         ValueError, match="`curves` must be a `dynjax.BifurcationCurve`"
     ):

@@ -362,7 +362,8 @@ def test_plot_bifurcation_diagram_stable_solid_unstable_dashed():
     _runs_match(lines[5:7], trivial, lambda p: p < 1)
     np.testing.assert_allclose(lines[7].get_xdata(), [1.0], atol=1e-3)
     assert len(lines) == 8
-    names = ["branch point", "flip", "branch point"]
+    # (The branch point, shared by both branches at (1, 0), is named once.)
+    names = ["branch point", "flip"]
     assert [t.get_text() for t in ax.texts] == names
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == ["stable", "unstable", "branch point", "flip"]
