@@ -64,8 +64,9 @@ class Bifurcations(eqx.Module):
     - `lyapunov_coefficient`: shape `(K,)`, the first Lyapunov coefficient `l1`
         of a Hopf point (negative: supercritical, a stable cycle is born;
         positive: subcritical), normalized as in
-        `dynjax.first_lyapunov_coefficient`; `NaN` otherwise. Not differentiated
-        (it needs eigenvectors); `parameter`, `state` and `frequency` are.
+        `dynjax.first_lyapunov_coefficient`; `NaN` otherwise. Not differentiated:
+        its gradient is zero (it needs eigenvector derivatives; use finite
+        differences); `parameter`, `state` and `frequency` are differentiable.
     - `index`: shape `(K,)`, the point lies between branch points `index` and
         `index + 1`.
     - `converged`: shape `(K,)`, whether the defining system was solved.

@@ -265,8 +265,8 @@ def _orbit_start(problem, x0, T0, p0, opts, sign):
 def _cycle_continuation(
     problem, start, eps, opts, direction, max_bifurcations, n_save, n_bisect
 ):
-    problem = jax.tree.map(
-        lambda a: jax.lax.stop_gradient(a) if eqx.is_array(a) else a, problem
+    problem, start = jax.tree.map(
+        lambda a: jax.lax.stop_gradient(a) if eqx.is_array(a) else a, (problem, start)
     )
     if start[0] == "hopf":
         _, x_h, p_h, omega = start
@@ -465,7 +465,8 @@ def cycle_continuation(
     `det [F_z; t^T]`; flip (period doubling), `det(P + I)`; Neimark-Sacker,
     `prod_{i<j} (mu_i mu_j - 1)` over the nontrivial multipliers `mu` with a
     complex pair on the unit circle (`P` the linearized Poincaré map). Nothing is
-    differentiated through the branch (its arrays are stop-gradient).
+    differentiated through the branch: its arrays are stop-gradient, so
+    `jax.grad` through it gives zeros (use finite differences).
 
     **Arguments:**
 
