@@ -574,3 +574,26 @@ def test_bad_input(bt_branch, verb, k, kwargs, match):
 def test_chart_bad_input(values1, values2, x0, match):
     with pytest.raises(ValueError, match=match):
         stability_chart(Brusselator(), ("a", "b"), values1, values2, x0)
+
+
+def _cusp_field(t, u, p):
+    x, y = u
+    return jnp.stack([p["mu"] + p["lam"] * x - x**3, -y])
+
+
+@pytest.mark.slow  # (two compilations)
+def test_fold_curve_of_a_flow_holding_a_function():
+    # `dynjax.Flow(f, params)` holds a function beside its parameters (a dict of
+    # floats): the curve is still 27 mu^2 = 4 lam^3 with the cusp at the origin.
+    system = dynjax.Flow(_cusp_field, {"mu": 0.0, "lam": 1.0}, d=2)
+    mu_, lam_ = (lambda s: s.params["mu"]), (lambda s: s.params["lam"])
+    branch = dynjax.continuation(
+        system, mu_, jnp.array([1.0, 0.0]), 0.0, p_min=-1.0, p_max=1.0,
+        direction="backward",
+    )  # fmt: skip
+    curve = fold_curve(system, (mu_, lam_), branch, 0, **_CUSP_OPTS)
+    mu, lam, _ = _valid(curve)
+    assert len(mu) > 20
+    np.testing.assert_allclose(27 * mu**2 - 4 * lam**3, 0.0, atol=1e-8)
+    ((name, mu_c, lam_c, _),) = _points(curve)
+    assert name == "cusp" and abs(mu_c) < 1e-8 and abs(lam_c) < 1e-8

@@ -256,6 +256,13 @@ def _bisect(problem, z, t, s_hi, which, opts, n_iter=60):
     return psi(0.5 * (lo + hi))[1]
 
 
+def _stop(tree):
+    """`stop_gradient` on the array leaves of `tree` (a system may hold functions)."""
+    return jax.tree.map(
+        lambda a: jax.lax.stop_gradient(a) if eqx.is_array(a) else a, tree
+    )
+
+
 def _ift_step(G, w, system):
     """`w - pinv(G_w) G(w, system)` at a solution `w` of `G(w, system) = 0`: equal
     to `w` (to rounding), with the implicit-function derivative
@@ -265,7 +272,7 @@ def _ift_step(G, w, system):
     w = jax.lax.stop_gradient(w)
     finite = jnp.all(jnp.isfinite(w))
     w = jnp.where(finite, w, 0.0)  # (NaN partials would poison every cotangent)
-    Gw = jax.jacfwd(G)(w, jax.lax.stop_gradient(system))
+    Gw = jax.jacfwd(G)(w, _stop(system))
     Gw = jnp.where(jnp.all(jnp.isfinite(Gw)), Gw, 0.0)
     step = jnp.linalg.pinv(Gw) @ G(w, system)
     return jnp.where(finite & jnp.all(jnp.isfinite(step)), w - step, jnp.nan)
@@ -307,7 +314,7 @@ def _refine(problem, system, z, kind, opts):
 
         lm = optx.LevenbergMarquardt(rtol=opts.rtol, atol=opts.atol)
         w0 = jax.lax.stop_gradient(jnp.concatenate([z, phi0]))
-        system_ = jax.lax.stop_gradient(system)
+        system_ = _stop(system)
         sol = optx.least_squares(
             R, lm, w0, system_, max_steps=10 * opts.max_newton, throw=False
         )
@@ -341,7 +348,7 @@ def _refine(problem, system, z, kind, opts):
             G,
             solver,
             w0,
-            jax.lax.stop_gradient(system),
+            _stop(system),
             max_steps=opts.max_newton,
             throw=False,
         )
@@ -380,7 +387,7 @@ def _refine(problem, system, z, kind, opts):
         G,
         solver,
         w0,
-        jax.lax.stop_gradient(system),
+        _stop(system),
         max_steps=opts.max_newton,
         throw=False,
     )

@@ -29,6 +29,7 @@ from ._branch import (
     _combine,
     _NAMES,
     _Problem,
+    _stop,
     _where,
     Bifurcations,
     Branch,
@@ -269,7 +270,7 @@ def _refine(curve, system, z, name, opts):
         return jnp.concatenate([cv.residual(y), extra[None]])
 
     solver = optx.Newton(rtol=opts.rtol, atol=opts.atol, linear_solver=lx.LU())
-    frozen = jax.lax.stop_gradient(system)
+    frozen = _stop(system)
     sol = optx.root_find(G, solver, z, frozen, max_steps=opts.max_newton, throw=False)
     ok = (
         (sol.result == optx.RESULTS.successful)
