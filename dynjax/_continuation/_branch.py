@@ -152,6 +152,23 @@ def floats_as_arrays(tree, dtype):
     )
 
 
+def scalar_parameter(system, parameter) -> Callable:
+    """The selector of `parameter` (a field name or a function), checked to pick a
+    scalar float leaf of `system`; `ValueError` saying what is wrong otherwise."""
+    where = _where(parameter)
+    try:
+        leaf = where(system)
+    except (AttributeError, KeyError) as e:
+        raise ValueError(
+            f"{type(system).__name__} has no parameter {parameter!r}: {e}"
+        ) from None
+    if not (eqx.is_array(leaf) or isinstance(leaf, float)) or jnp.shape(leaf) != ():
+        raise ValueError(
+            f"The parameter {parameter!r} must be a scalar float field, got {leaf!r}."
+        )
+    return where
+
+
 class _Problem(eqx.Module):
     system: AbstractSystem
     where: Callable = eqx.field(static=True)
@@ -797,17 +814,7 @@ def _prepare(
         raise ValueError(
             f"`direction` must be 'both', 'forward' or 'backward', got {direction!r}."
         )
-    where = _where(parameter)
-    try:
-        leaf = where(system)
-    except AttributeError as e:
-        raise ValueError(
-            f"{type(system).__name__} has no parameter {parameter!r}: {e}"
-        ) from None
-    if not (eqx.is_array(leaf) or isinstance(leaf, float)) or jnp.shape(leaf) != ():
-        raise ValueError(
-            f"The continuation parameter must be a scalar float field, got {leaf!r}."
-        )
+    where = scalar_parameter(system, parameter)
     system, x0, args = conform(system, x0, verb=verb, args=args)
     system = floats_as_arrays(system, x0.dtype)
     f64 = jnp.finfo(x0.dtype).bits >= 64

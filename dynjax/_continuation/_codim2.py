@@ -30,11 +30,11 @@ from ._branch import (
     _NAMES,
     _Problem,
     _stop,
-    _where,
     Bifurcations,
     Branch,
     first_lyapunov_coefficient,
     floats_as_arrays,
+    scalar_parameter,
 )
 
 
@@ -105,19 +105,7 @@ def _pair(system, parameters) -> _Pair:
         )
     wheres = []
     for parameter in parameters:
-        where = _where(parameter)
-        try:
-            leaf = where(system)
-        except AttributeError as e:
-            raise ValueError(
-                f"{type(system).__name__} has no parameter {parameter!r}: {e}"
-            ) from None
-        if not (eqx.is_array(leaf) or isinstance(leaf, float)) or jnp.shape(leaf) != ():
-            raise ValueError(
-                f"Each continuation parameter must be a scalar float field, got "
-                f"{parameter!r} = {leaf!r}."
-            )
-        wheres.append(where)
+        wheres.append(scalar_parameter(system, parameter))
     pair = _Pair(*wheres)
     try:
         moved = eqx.tree_at(pair, system, (jnp.array(1.0), jnp.array(2.0)))

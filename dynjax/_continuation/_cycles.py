@@ -29,10 +29,10 @@ from ._arclength import (
 from ._branch import (
     _combine,
     _pair_product,
-    _where,
     Bifurcations,
     Branch,
     floats_as_arrays,
+    scalar_parameter,
 )
 
 
@@ -554,17 +554,7 @@ def cycle_continuation(
     ):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"`{name}` must be an int >= {low}, got {value!r}.")
-    where = _where(parameter)
-    try:
-        leaf = where(system)
-    except AttributeError as e:
-        raise ValueError(
-            f"{type(system).__name__} has no parameter {parameter!r}: {e}"
-        ) from None
-    if not (eqx.is_array(leaf) or isinstance(leaf, float)) or jnp.shape(leaf) != ():
-        raise ValueError(
-            f"The continuation parameter must be a scalar float field, got {leaf!r}."
-        )
+    where = scalar_parameter(system, parameter)
     if isinstance(start, PeriodicOrbit):
         if not is_traced(start.result) and not bool(start.result == RESULTS.successful):
             raise ValueError(

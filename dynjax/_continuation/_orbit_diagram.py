@@ -17,7 +17,7 @@ from .._results import is_traced, raise_if_failed, RESULTS
 from .._system._base import AbstractFlow, AbstractMap, AbstractSystem
 from .._system._checks import conform
 from .._system._coordinates import _periods_array, state_difference, state_labels
-from ._branch import _where
+from ._branch import scalar_parameter
 
 
 class OrbitDiagram(eqx.Module):
@@ -249,17 +249,7 @@ def _setup(
     # (Selectors that compare equal across calls, so that a repeated sweep reuses
     # the compiled program; a `lambda` passed in is reused only if it is the same
     # object.)
-    where = _where(parameter)
-    try:
-        leaf = where(system)
-    except (AttributeError, KeyError) as e:
-        raise ValueError(
-            f"{type(system).__name__} has no parameter {parameter!r}: {e}"
-        ) from None
-    if not (eqx.is_array(leaf) or isinstance(leaf, float)) or jnp.shape(leaf) != ():
-        raise ValueError(
-            f"The swept parameter must be a scalar float field, got {leaf!r}."
-        )
+    where = scalar_parameter(system, parameter)
     x0 = jnp.asarray(x0)
     values = jnp.asarray(values)
     if values.ndim != 1 or values.shape[0] < 1:
