@@ -541,9 +541,8 @@ def _continuation(problem, x0, p0, opts, direction, max_bifurcations, switch=Non
     dtype = x0.dtype
     # Derivatives flow only through the final defining-system solves (implicit
     # function theorem); the loop, SVD and eig see a stop-gradient copy.
-    dynamic, static = eqx.partition(problem, eqx.is_inexact_array)
     grad_system = problem.system
-    problem = eqx.combine(jax.lax.stop_gradient(dynamic), static)
+    problem = _stop(problem)
     # (The start is a guess, corrected: the located points do not depend on it.)
     x0, p0 = jax.lax.stop_gradient((x0, p0))
     sign = 1.0 if direction != "backward" else -1.0
@@ -903,11 +902,7 @@ def _other_tangent(problem, z, t_known):
 
 @eqx.filter_jit
 def _switch(problem, z, t_known, opts, direction, max_bifurcations):
-    problem_ = eqx.combine(
-        jax.lax.stop_gradient(eqx.filter(problem, eqx.is_inexact_array)),
-        eqx.filter(problem, eqx.is_inexact_array, inverse=True),
-    )
-    t, disc = _other_tangent(problem_, jax.lax.stop_gradient(z), t_known)
+    t, disc = _other_tangent(_stop(problem), jax.lax.stop_gradient(z), t_known)
     branch = _continuation(
         problem, z[:-1], z[-1], opts, direction, max_bifurcations, switch=t
     )
